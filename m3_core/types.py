@@ -124,3 +124,34 @@ class ModelSpec:
             raise InvalidInputError(f"{self.name}: dim and query_channels must be positive")
         if not 0.0 < self.psc_threshold <= 1.0:
             raise InvalidInputError(f"{self.name}: psc_threshold must be in (0, 1]")
+
+
+def pose_matrix(translation, quat_xyzw, *, what: str = "pose") -> torch.Tensor:
+    """4x4 float64 transform from a translation [3] and a quaternion (x, y, z, w) [4].
+
+    The quaternion must be finite and of unit norm within 1e-3 (ROS messages carry unit
+    quaternions; a far-off norm means a bug upstream, so it is refused rather than normalised).
+    """
+    from scipy.spatial.transform import Rotation
+
+    t = torch.as_tensor(translation, dtype=torch.float64).reshape(-1)
+    q = torch.as_tensor(quat_xyzw, dtype=torch.float64).reshape(-1)
+    if t.numel() != 3 or q.numel() != 4:
+        raise InvalidInputError(f"{what}: need 3 translation and 4 quaternion values")
+    if not (torch.isfinite(t).all() and torch.isfinite(q).all()):
+        raise InvalidInputError(f"{what} contains NaN or infinite values")
+    if abs(float(q.norm()) - 1.0) > 1e-3:
+        raise InvalidInputError(f"{what}: quaternion norm is {float(q.norm()):.4f}, not 1")
+    m = torch.eye(4, dtype=torch.float64)
+    m[:3, :3] = torch.from_numpy(Rotation.from_quat(q.numpy()).as_matrix())
+    m[:3, 3] = t
+    return m
+
+
+def matrix_to_pose(m: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Inverse of :func:`pose_matrix`: (translation [3], quaternion xyzw [4]) as lists."""
+    from scipy.spatial.transform import Rotation
+
+    m = m.detach().to(torch.float64).cpu()
+    q = Rotation.from_matrix(m[:3, :3].numpy()).as_quat()
+    return m[:3, 3].tolist(), [float(v) for v in q]
