@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from geometry_msgs.msg import Pose, PoseStamped
+from geometry_msgs.msg import Point, Pose, PoseStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
 
@@ -189,3 +189,19 @@ def cloud_points(msg: PointCloud2) -> np.ndarray:
 
     pts = read_points(msg, field_names=["x", "y", "z"], skip_nans=True)
     return np.stack([pts["x"], pts["y"], pts["z"]], axis=-1).astype(np.float64)
+
+
+def point_msg(p) -> Point:
+    return Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+
+
+def grounded_object_msg(obj, frame_id: str, stamp, msg_type):
+    """m3_core.query GroundedObject -> m3_ros/GroundedObject (axis-aligned box, map frame)."""
+    lo, hi = np.asarray(obj.bbox_min, float), np.asarray(obj.bbox_max, float)
+    msg = msg_type(label=obj.label, score=float(obj.score), num_gaussians=int(obj.num_gaussians))
+    msg.center.header.frame_id = frame_id
+    msg.center.header.stamp = stamp
+    msg.center.pose.position = point_msg(obj.center)
+    msg.center.pose.orientation.w = 1.0
+    msg.size.x, msg.size.y, msg.size.z = (float(v) for v in hi - lo)
+    return msg

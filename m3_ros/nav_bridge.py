@@ -1,0 +1,123 @@
+"""Navigation bridge: grounding result -> stand-off goal -> Nav2 or /goal_pose.
+
+Send a std_msgs/String on ``~/command`` ("go to the espresso"): the bridge calls the memory
+server's GroundObject, takes the best object, computes a stand-off goal facing it
+(``m3_core.navigation``), and sends it as a Nav2 ``NavigateToPose`` goal when that action
+server exists (nav2_msgs importable), else publishes ``geometry_msgs/PoseStamped`` on
+``goal_topic``. A ``m3_ros/GroundedObject`` on ``~/target`` skips the grounding call.
+Outcomes are reported on ``~/status``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from m3_core.errors import M3Error
+from m3_core.navigation import standoff_goal
+from m3_ros.msg import GroundedObject
+from m3_ros.node_utils import run_node
+from m3_ros.srv import GroundObject
+
+PARAMS = {
+    "ground_service": "/memory_server/ground_object",
+    "goal_topic": "/goal_pose",
+    "nav2_action": "navigate_to_pose",  # used when nav2_msgs is importable and the server is up
+    "odom_topic": "/odom",  # robot position, to approach from its side
+    "goal_frame": "map",
+    "standoff_distance": 0.8,
+    "feature": "",
+    "min_score": 0.0,
+}
+
+
+class NavBridge(Node):
+    def __init__(self) -> None:
+        super().__init__("nav_bridge")
+        for name, default in PARAMS.items():
+            self.declare_parameter(name, default)
+        group = ReentrantCallbackGroup()
+        self.robot_xy = None
+        self.client = self.create_client(
+            GroundObject, self.p("ground_service"), callback_group=group
+        )
+        self.goal_pub = self.create_publisher(PoseStamped, self.p("goal_topic"), 10)
+        self.status_pub = self.create_publisher(String, "~/status", 10)
+        self.create_subscription(String, "~/command", self.on_command, 10, callback_group=group)
+        self.create_subscription(
+            GroundedObject, "~/target", self.on_target, 10, callback_group=group
+        )
+        self.create_subscription(Odometry, self.p("odom_topic"), self.on_odom, 10)
+        self.nav2 = self._nav2_client(group)
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    def _nav2_client(self, group):
+        try:
+            from nav2_msgs.action import NavigateToPose
+            from rclpy.action import ActionClient
+        except ImportError:
+            return None
+        return ActionClient(self, NavigateToPose, self.p("nav2_action"), callback_group=group)
+
+    def status(self, text: str) -> None:
+        self.get_logger().info(text)
+        self.status_pub.publish(String(data=text))
+
+    def on_odom(self, msg: Odometry) -> None:
+        p = msg.pose.pose.position
+        if np.isfinite([p.x, p.y]).all():
+            self.robot_xy = (p.x, p.y)
+
+    async def on_command(self, msg: String) -> None:
+        text = msg.data.strip()
+        if not text:
+            return self.status("ignored an empty command")
+        if not self.client.wait_for_service(timeout_sec=2.0):
+            return self.status(f"memory server {self.p('ground_service')} is not available")
+        req = GroundObject.Request(
+            text=text, feature=self.p("feature"), min_score=self.p("min_score"), max_results=1
+        )
+        res = await self.client.call_async(req)
+        if res is None or not res.success:
+            return self.status(f"grounding {text!r} failed: {res.message if res else 'no reply'}")
+        if not res.objects:
+            return self.status(f"no {text!r} in memory; no goal sent")
+        self.on_target(res.objects[0])
+
+    def on_target(self, obj: GroundedObject) -> None:
+        c, s = obj.center.pose.position, obj.size
+        lo = np.array([c.x - s.x / 2, c.y - s.y / 2, c.z - s.z / 2])
+        hi = np.array([c.x + s.x / 2, c.y + s.y / 2, c.z + s.z / 2])
+        try:
+            goal = standoff_goal(
+                lo, hi, distance=self.p("standoff_distance"), robot_xy=self.robot_xy
+            )
+        except M3Error as exc:
+            return self.status(f"no goal for {obj.label!r}: {exc}")
+        pose = PoseStamped()
+        pose.header.frame_id = self.p("goal_frame")
+        pose.header.stamp = self.get_clock().now().to_msg()
+        pose.pose.position.x, pose.pose.position.y = goal.x, goal.y
+        q = pose.pose.orientation
+        q.x, q.y, q.z, q.w = goal.quat_xyzw
+        if self.nav2 is not None and self.nav2.server_is_ready():
+            from nav2_msgs.action import NavigateToPose
+
+            self.nav2.send_goal_async(NavigateToPose.Goal(pose=pose))
+            via = f"Nav2 {self.p('nav2_action')}"
+        else:
+            self.goal_pub.publish(pose)
+            via = self.p("goal_topic")
+        self.status(
+            f"goal for {obj.label!r} ({obj.score:.2f}): x={goal.x:.2f} y={goal.y:.2f} yaw={goal.yaw:.2f} via {via}"
+        )
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(NavBridge, args)
