@@ -114,9 +114,8 @@ class NavBridge(Node):
         else:
             self.goal_pub.publish(pose)
             via = self.p("goal_topic")
-        self.status(
-            f"goal for {obj.label!r} ({obj.score:.2f}): x={goal.x:.2f} y={goal.y:.2f} yaw={goal.yaw:.2f} via {via}"
-        )
+        where = f"x={goal.x:.2f} y={goal.y:.2f} yaw={goal.yaw:.2f}"
+        self.status(f"goal for {obj.label!r} ({obj.score:.2f}): {where} via {via}")
 
 
 def main(args: list[str] | None = None) -> int:
