@@ -174,7 +174,7 @@ def cloud_msg(points: np.ndarray, frame_id: str, stamp=None, rgb: np.ndarray | N
         fields=[
             PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
             for f in cloud.fields
-        ],  # fmt: skip
+        ],
         is_bigendian=cloud.is_bigendian,
         point_step=cloud.point_step,
         row_step=cloud.row_step,
@@ -205,3 +205,15 @@ def grounded_object_msg(obj, frame_id: str, stamp, msg_type):
     msg.center.pose.orientation.w = 1.0
     msg.size.x, msg.size.y, msg.size.z = (float(v) for v in hi - lo)
     return msg
+
+
+def rgb_to_compressed(rgb: np.ndarray, fmt: str = "png", quality: int = 90) -> CompressedImage:
+    """uint8 [H, W, 3] RGB -> sensor_msgs/CompressedImage (png lossless, or jpeg)."""
+    import cv2
+
+    ext = ".png" if fmt == "png" else ".jpg"
+    params = [] if fmt == "png" else [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]), params)
+    if not ok:
+        raise InvalidInputError(f"cannot encode image as {fmt}")
+    return CompressedImage(format=fmt, data=buf.tobytes())

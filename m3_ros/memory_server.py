@@ -130,10 +130,11 @@ class MemoryServer(LifecycleNode):
     def on_ground(self, req: GroundObject.Request, res: GroundObject.Response):
         pred = self.ready()
         objects = pred.ground(
-            req.text, feature=req.feature or self.p("default_feature") or None,
+            req.text,
+            feature=req.feature or self.p("default_feature") or None,
             min_score=req.min_score or self.p("min_score") or None,
             max_results=req.max_results or self.p("max_results"),
-        )  # fmt: skip
+        )
         frame, stamp = self.p("world_frame"), self.get_clock().now().to_msg()
         res.objects = [
             convert.grounded_object_msg(o, frame, stamp, GroundedObject) for o in objects
@@ -185,3 +186,9 @@ class MemoryServer(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     return run_node(MemoryServer, args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -120,3 +120,9 @@ class NavBridge(Node):
 
 def main(args: list[str] | None = None) -> int:
     return run_node(NavBridge, args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

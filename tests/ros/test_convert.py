@@ -88,8 +88,13 @@ def test_camera_info_roundtrip():
     info = convert.camera_info_msg(cam)
     back = convert.camera_from_info(info, torch.eye(4, dtype=torch.float64))
     assert (back.fx, back.fy, back.cx, back.cy, back.width, back.height) == (
-        100.0, 110.0, 80.0, 60.0, 160, 120,
-    )  # fmt: skip
+        100.0,
+        110.0,
+        80.0,
+        60.0,
+        160,
+        120,
+    )
     info.k = [0.0] * 9
     with pytest.raises(InvalidInputError):
         convert.camera_from_info(info, torch.eye(4))

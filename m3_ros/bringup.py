@@ -1,0 +1,90 @@
+"""``m3-bringup``: the pip-route twin of ``ros2 launch m3_ros memory.launch.py``.
+
+Starts the same nodes with the same YAML (config/m3_params.yaml) as separate processes
+(``python -m m3_ros.<node> --ros-args --params-file ...``), restarts a node that crashes (with
+back-off; the others keep running, like launch's ``respawn``), and stops them all on Ctrl-C or
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from m3_ros.nodes import NODES
+
+DEFAULT_PARAMS = Path(__file__).resolve().parents[1] / "config" / "m3_params.yaml"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="m3-bringup", description=__doc__.splitlines()[0])
+    p.add_argument("--params-file", default=str(DEFAULT_PARAMS), help="node parameters (YAML)")
+    p.add_argument("--memory-path", default="", help="memory folder for the memory server")
+    p.add_argument("--use-sim-time", action="store_true", help="use /clock")
+    p.add_argument("--nodes", default=",".join(NODES), help=f"comma list of {', '.join(NODES)}")
+    p.add_argument("--no-respawn", action="store_true", help="do not restart crashed nodes")
+    return p.parse_args(argv)
+
+
+def node_command(name: str, args: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, "-m", f"m3_ros.{name}", "--ros-args", "--params-file", args.params_file]
+    if args.use_sim_time:
+        cmd += ["-p", "use_sim_time:=true"]
+    if name == "memory_server" and args.memory_path:
+        cmd += ["-p", f"memory_path:={args.memory_path}"]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(NODES))
+    if unknown or not Path(args.params_file).is_file():
+        what = f"unknown nodes {unknown}" if unknown else f"no params file {args.params_file}"
+        print(f"m3-bringup: error: {what}", file=sys.stderr)
+        return 2
+    procs = {n: subprocess.Popen(node_command(n, args)) for n in names}
+    restarts = {n: 0 for n in names}
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    print(f"m3-bringup: started {', '.join(names)} (Ctrl-C stops)", flush=True)
+    while not stopping:
+        time.sleep(0.2)
+        for n, proc in list(procs.items()):
+            code = proc.poll()
+            if code is None or stopping:
+                continue
+            if args.no_respawn:
+                print(f"m3-bringup: {n} exited with {code}", file=sys.stderr, flush=True)
+                del procs[n]
+                continue
+            restarts[n] += 1
+            delay = min(30.0, 0.5 * 2 ** min(restarts[n], 6))
+            print(f"m3-bringup: {n} exited ({code}); restart in {delay:.1f}s", file=sys.stderr)
+            time.sleep(delay)
+            procs[n] = subprocess.Popen(node_command(n, args))
+        if not procs:
+            return 1
+    for proc in procs.values():
+        proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 10
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Trainer: the ``TrainMemory`` action server around ``m3_core.train``.
+
+Runs where the GPU is (or on CPU for small scenes), as its own process, possibly on another
+host: keyframes streamed by the collector on ``keyframe_topic`` are written to
+``recordings_dir/<recording_id>`` here (no shared filesystem needed); a goal names either a
+local ``dataset_path`` or a ``recording_id``. Feedback carries stage, step, loss, PSNR,
+Gaussian count and ETA; cancelling stops after the current step and keeps a resumable
+checkpoint. On success the memory server is asked to load the new memory.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+
+from m3_core.errors import InvalidInputError, M3Error
+from m3_ros import convert
+from m3_ros.action import TrainMemory
+from m3_ros.msg import Keyframe
+from m3_ros.node_utils import run_node
+from m3_ros.srv import LoadMemory
+
+PARAMS = {
+    "recordings_dir": "recordings",  # streamed keyframes land here
+    "memories_dir": "memories",  # default output folder parent
+    "keyframe_topic": "/collector/keyframes",
+    "features": ["effnet"],  # default feature sources (extracted when missing)
+    "weights_dir": "",  # local model weights for extractors (never downloaded)
+    "preset": "small",  # small (CPU minutes) | paper (30k steps)
+    "iterations": 0,  # 0: the preset's
+    "device": "auto",
+    "max_image_size": [640, 480],
+    "load_service": "/memory_server/load_memory",  # empty: do not notify
+}
+
+
+class Trainer(Node):
+    def __init__(self) -> None:
+        super().__init__("trainer")
+        for name, default in PARAMS.items():
+            self.declare_parameter(name, default)
+        self.busy = threading.Lock()
+        self.writers: dict = {}
+        self.create_subscription(
+            Keyframe,
+            self.p("keyframe_topic"),
+            self.on_keyframe,
+            100,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
+        self.load_client = self.create_client(
+            LoadMemory,
+            self.p("load_service") or "~/unused",
+            callback_group=ReentrantCallbackGroup(),
+        )
+        self.server = ActionServer(
+            self,
+            TrainMemory,
+            "~/train_memory",
+            execute_callback=self.execute,
+            goal_callback=self.on_goal,
+            cancel_callback=lambda _: CancelResponse.ACCEPT,
+            callback_group=ReentrantCallbackGroup(),
+        )
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    def on_keyframe(self, msg: Keyframe) -> None:
+        from m3_core.data.transforms import TransformsWriter
+
+        try:
+            root = Path(self.p("recordings_dir")).expanduser() / msg.recording_id
+            writer = self.writers.setdefault(msg.recording_id, TransformsWriter(root))
+            if msg.name in {f.name for f in writer.frames}:
+                return  # re-sent keyframe
+            rgb = convert.compressed_to_rgb(msg.image)
+            depth = convert.depth_to_metres(msg.depth) if msg.depth.width else None
+            camera = convert.camera_from_info(
+                msg.camera_info, convert.pose_to_matrix(msg.camera_pose)
+            )
+            writer.add_frame(msg.name, rgb, camera, depth)
+        except M3Error as exc:
+            self.get_logger().warning(f"dropped keyframe {msg.name!r}: {exc}")
+
+    def on_goal(self, goal: TrainMemory.Goal) -> GoalResponse:
+        if self.busy.locked():
+            self.get_logger().warning("rejected a TrainMemory goal: already training")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _resolve(self, goal: TrainMemory.Goal):
+        from m3_core.train import FeatureSpec, TrainConfig
+
+        if goal.dataset_path and Path(goal.dataset_path).exists():
+            data = Path(goal.dataset_path)
+        elif goal.recording_id:
+            data = Path(self.p("recordings_dir")).expanduser() / goal.recording_id
+        else:
+            raise InvalidInputError("goal needs an existing dataset_path or a recording_id")
+        names = list(goal.features) or list(self.p("features"))
+        over = {
+            "features": [FeatureSpec.parse(n) for n in names],
+            "device": goal.device or self.p("device"),
+            "max_image_size": tuple(self.p("max_image_size")),
+        }
+        iters = goal.iterations or self.p("iterations")
+        if iters:
+            over["iterations"] = int(iters)
+        cfg = (
+            TrainConfig.small_scene(**over) if self.p("preset") == "small" else TrainConfig(**over)
+        )
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        out = (
+            Path(goal.output_path)
+            if goal.output_path
+            else Path(self.p("memories_dir")).expanduser() / f"{data.name}_{stamp}"
+        )
+        return data, cfg, out
+
+    def execute(self, goal_handle) -> TrainMemory.Result:
+        from m3_core.train.pipeline import train_memory
+
+        result = TrainMemory.Result(psnr=math.nan)
+        with self.busy:
+            try:
+                data, cfg, out = self._resolve(goal_handle.request)
+
+                def feedback(p) -> None:
+                    fb = TrainMemory.Feedback(
+                        stage=p.stage,
+                        step=p.step,
+                        total=p.total,
+                        loss=p.loss,
+                        psnr=p.psnr,
+                        num_gaussians=p.num_gaussians,
+                        eta_seconds=p.eta_s,
+                    )
+                    goal_handle.publish_feedback(fb)
+
+                res = train_memory(
+                    data,
+                    cfg,
+                    out,
+                    feedback,
+                    lambda: goal_handle.is_cancel_requested,
+                    weights_dir=self.p("weights_dir") or None,
+                    incremental=goal_handle.request.incremental,
+                )
+            except M3Error as exc:
+                result.success, result.message = False, str(exc)
+                goal_handle.abort()
+                return result
+            result.memory_path, result.num_gaussians = str(out), res.memory.num_gaussians
+            result.psnr = float(res.metrics.get("test_psnr", math.nan))
+            if res.cancelled:
+                result.success, result.message = False, f"cancelled at step {res.step}; resumable"
+                goal_handle.canceled()
+                return result
+            result.success, result.message = True, f"trained {res.step} steps"
+            goal_handle.succeed()
+        self._notify(str(out))
+        return result
+
+    def _notify(self, path: str) -> None:
+        if self.p("load_service") and self.load_client.service_is_ready():
+            self.load_client.call_async(LoadMemory.Request(path=path))
+        elif self.p("load_service"):
+            self.get_logger().warning(f"{self.p('load_service')} unavailable; memory at {path}")
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(Trainer, args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
