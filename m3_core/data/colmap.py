@@ -1,0 +1,111 @@
+"""COLMAP models (text or binary, read with ``pycolmap``) as a :class:`SceneDataset`.
+
+Layout: ``<root>/images/<image name>`` and the model in ``<root>/sparse/0``, ``<root>/sparse``
+or ``<root>`` itself. COLMAP stores world-to-camera poses in the OpenCV convention; they are
+inverted into camera-to-world. Cameras: PINHOLE, SIMPLE_PINHOLE, and SIMPLE_RADIAL / RADIAL
+whose distortion is **ignored** (a warning says so; undistort with ``colmap image_undistorter``
+for exact results). Other models are refused. ``points3D`` (xyz, colour) become the dataset's
+initial points.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from m3_core.data.dataset import Frame, SceneDataset, check_image_files, fit_camera
+from m3_core.data.split import split_indices
+from m3_core.errors import InvalidInputError
+from m3_core.types import Camera
+
+_PINHOLE = ("PINHOLE", "SIMPLE_PINHOLE")
+_RADIAL = ("SIMPLE_RADIAL", "RADIAL")
+
+
+def find_colmap_model(root: Path) -> Path | None:
+    """The folder holding ``cameras.bin`` or ``cameras.txt`` under root, or None."""
+    for cand in (root / "sparse" / "0", root / "sparse", root):
+        if (cand / "cameras.bin").is_file() or (cand / "cameras.txt").is_file():
+            return cand
+    return None
+
+
+def _camera(cam, c2w: torch.Tensor, where: str) -> Camera:  # cam: pycolmap.Camera
+    model = cam.model.name if hasattr(cam.model, "name") else str(cam.model)
+    p = [float(v) for v in cam.params]
+    if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
+        fx = fy = p[0]
+        cx, cy = p[1], p[2]
+    elif model == "PINHOLE":
+        fx, fy, cx, cy = p[:4]
+    else:
+        raise InvalidInputError(
+            f"{where}: COLMAP camera model {model} is not supported "
+            f"(use {', '.join(_PINHOLE + _RADIAL)}, or undistort the images first)"
+        )
+    try:
+        return Camera(fx, fy, cx, cy, int(cam.width), int(cam.height), c2w)
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{where}: {e}") from None
+
+
+def read_colmap(model_dir: Path) -> tuple[list[tuple[str, Camera]], np.ndarray, np.ndarray]:
+    """(registered images as (name, Camera), points xyz [M, 3] float32, rgb [M, 3] uint8)."""
+    import pycolmap
+
+    try:
+        rec = pycolmap.Reconstruction(str(model_dir))
+    except Exception as e:  # pycolmap raises plain RuntimeError/ValueError on bad files
+        raise InvalidInputError(f"cannot read COLMAP model in {model_dir}: {e}") from None
+    out: list[tuple[str, Camera]] = []
+    radial = False
+    for _, img in sorted(rec.images.items()):
+        if not img.has_pose:
+            continue
+        where = f"COLMAP image {img.name!r}"
+        cfw = img.cam_from_world
+        cfw = cfw() if callable(cfw) else cfw
+        w2c = torch.eye(4, dtype=torch.float64)
+        w2c[:3, :] = torch.from_numpy(np.asarray(cfw.matrix(), dtype=np.float64))
+        if not torch.isfinite(w2c).all():
+            raise InvalidInputError(f"{where}: pose contains NaN or infinite values")
+        cam = rec.cameras[img.camera_id]
+        radial |= (cam.model.name if hasattr(cam.model, "name") else str(cam.model)) in _RADIAL
+        c2w = torch.linalg.inv(w2c).to(torch.float32)
+        out.append((img.name, _camera(cam, c2w, where)))
+    if radial:
+        warnings.warn(
+            "COLMAP model has radial distortion (SIMPLE_RADIAL/RADIAL); it is ignored",
+            stacklevel=2,
+        )
+    pts = list(rec.points3D.values())
+    xyz = np.array([p.xyz for p in pts], dtype=np.float32).reshape(-1, 3)
+    rgb = np.array([p.color for p in pts], dtype=np.uint8).reshape(-1, 3)
+    if not np.isfinite(xyz).all():
+        raise InvalidInputError(f"COLMAP model in {model_dir} has NaN points")
+    return out, xyz, rgb
+
+
+def read_colmap_dataset(
+    root: Path, model_dir: Path | None = None, *, max_size: tuple[int, int] | None = None
+) -> SceneDataset:
+    """A :class:`SceneDataset` from ``root/images`` and a COLMAP model (see module doc)."""
+    root = Path(root)
+    model_dir = model_dir or find_colmap_model(root)
+    if model_dir is None:
+        raise InvalidInputError(f"no COLMAP model (cameras.bin/txt) under {root}")
+    images, xyz, rgb = read_colmap(model_dir)
+    if not images:
+        raise InvalidInputError(f"COLMAP model in {model_dir} has no registered images")
+    image_dir = root / "images"
+    frames = [Frame(Path(n).stem, image_dir / n, cam) for n, cam in images]
+    check_image_files(frames)
+    frames = sorted(frames, key=lambda f: f.name)
+    frames = [Frame(f.name, f.image_path, fit_camera(f.camera, max_size)) for f in frames]
+    _, test = split_indices([f.name for f in frames])
+    points = torch.from_numpy(xyz)
+    colors = torch.from_numpy(rgb.astype(np.float32) / 255.0)
+    return SceneDataset(root, frames, test, points, colors, source="colmap")
