@@ -13,8 +13,6 @@ import argparse
 import sys
 from typing import Any
 
-MATCH_KEYS = ("model", "dim", "stride", "preprocess", "source", "backend")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", help="dataset folder (nerfstudio transforms.json or COLMAP)")
@@ -62,82 +60,48 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
-def _batches(sizes: list[tuple[int, int]], todo: list[int], batch: int) -> list[list[int]]:
-    """Consecutive frames of equal image size, at most ``batch`` per group."""
-    groups: list[list[int]] = []
-    for i in todo:
-        if groups and len(groups[-1]) < batch and sizes[groups[-1][0]] == sizes[i]:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
-
-
 def run(args: argparse.Namespace) -> int:
-    from m3_core.errors import InvalidInputError, M3Error
-    from m3_core.extractors import create_extractor, list_extractors
+    from m3_core.errors import InvalidInputError
+    from m3_core.extractors import list_extractors
 
     if args.list:
         print("\n".join(list_extractors()))
         return 0
     if not args.data or not args.model:
         raise InvalidInputError("give a dataset and --model NAME (or --list)")
-    if args.model == "precomputed":
-        raise M3Error(
-            "'precomputed' features are read, not computed: put <stem>.npy maps in "
-            "DATA/features/<name>/ (see the README)"
-        )
-    if args.batch_size < 1:
-        raise InvalidInputError(f"--batch-size must be >= 1, got {args.batch_size}")
 
-    import torch
     from tqdm import tqdm
 
-    from m3_core.data import FeatureStore, load_dataset
+    from m3_core.data import load_dataset
+    from m3_core.extractors.extract import extract_features, missing_frames
 
     dataset = load_dataset(args.data)
-    kw = _options(args)
-    extractor = create_extractor(args.model, weights=args.weights, device=args.device, **kw)
-    store = FeatureStore(dataset.root, args.name or extractor.name)
-    meta = {**extractor.meta(), "options": {k: str(v) for k, v in sorted(kw.items())}}
-    old = store.meta()
-    if old is not None and not args.overwrite and store.stems():
-        diff = [k for k in MATCH_KEYS if old.get(k) != meta.get(k)]
-        if diff:
-            raise M3Error(
-                f"{store.dir} holds features made with other settings ({', '.join(diff)} "
-                "differ): pass --overwrite to recompute them, or --name to write elsewhere"
-            )
-    store.save_meta(meta)
-    vocab = extractor.vocabulary()
-    if vocab and (args.overwrite or store.vocabulary() is None):
-        store.save_vocabulary(vocab, extractor.encode_text(vocab).cpu())
-    elif not vocab and args.overwrite:
-        (store.dir / "vocabulary.npz").unlink(missing_ok=True)  # stale: another model's
-
-    names = [f.name for f in dataset.frames]
-    todo = [i for i, n in enumerate(names) if args.overwrite or not store.exists(n)]
-    skipped = len(names) - len(todo)
-    sizes = [(f.camera.height, f.camera.width) for f in dataset.frames]
-    grid = None
+    todo = (
+        len(dataset.frames)
+        if args.overwrite
+        else len(missing_frames(dataset, args.name or args.model))
+    )
     with tqdm(
-        total=len(todo),
-        desc=f"extract {store.name}",
+        total=todo,
+        desc=f"extract {args.name or args.model}",
         unit="frame",
         dynamic_ncols=True,
         file=sys.stderr,
     ) as bar:
-        for group in _batches(sizes, todo, args.batch_size):
-            images = torch.stack([dataset.load_image(i) for i in group]).permute(0, 3, 1, 2)
-            feats = extractor.encode_image(images)  # [B, D, h, w]
-            maps = feats.permute(0, 2, 3, 1).to(torch.float16).cpu().numpy()  # [B, h, w, D]
-            for i, m in zip(group, maps, strict=True):
-                store.save(names[i], m)
-            grid = maps.shape[1:3]
-            bar.update(len(group))
+        summary = extract_features(
+            dataset,
+            args.model,
+            weights=args.weights,
+            device=args.device,
+            name=args.name,
+            batch_size=args.batch_size,
+            options=_options(args),
+            overwrite=args.overwrite,
+            on_progress=lambda done, total: bar.update(done - bar.n),
+        )
+    grid = f" of {summary['grid']} x {summary['dim']}" if summary["grid"] else ""
     print(
-        f"{store.dir}: wrote {len(todo)} maps"
-        + (f" of {tuple(grid)} x {extractor.dim}" if grid else "")
-        + f", skipped {skipped} already done"
+        f"{summary['dir']}: wrote {summary['written']} maps{grid}, "
+        f"skipped {summary['skipped']} already done"
     )
     return 0

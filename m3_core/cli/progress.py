@@ -15,11 +15,13 @@ class TrainBar:
 
     def __init__(self) -> None:
         self.bar: tqdm | None = None
+        self.stage = ""
 
     def __call__(self, p) -> None:
         if p.stage != "training":
-            if self.bar is None:
+            if p.stage != self.stage and self.bar is None:
                 print(f"[m3] {p.stage}...", file=sys.stderr, flush=True)
+            self.stage = p.stage
             return
         if self.bar is None:
             self.bar = tqdm(

@@ -24,13 +24,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-size", default=None, help="cap image size, e.g. 640x480")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="grow the memory in --out with the dataset's new frames",
+    )
+    p.add_argument(
+        "--weights-dir", default=None, help="local weights folder for extracting missing features"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from m3_core.cli.progress import TrainBar, stop_on_sigint
-    from m3_core.data import load_dataset
     from m3_core.errors import InvalidInputError
-    from m3_core.train import FeatureSpec, TrainConfig, Trainer
+    from m3_core.train import FeatureSpec, TrainConfig
+    from m3_core.train.pipeline import train_memory
 
     feats = [FeatureSpec.parse(f) for f in args.features.split(",") if f.strip()]
     overrides: dict = {"features": feats, "device": args.device, "seed": args.seed}
@@ -49,13 +57,18 @@ def run(args: argparse.Namespace) -> int:
         if args.preset == "small"
         else TrainConfig(**overrides)
     )
-    dataset = load_dataset(args.data, max_size=tuple(cfg.max_image_size))
     bar = TrainBar()
     with stop_on_sigint() as should_stop:
         try:
-            result = Trainer(
-                dataset, cfg, args.out, on_progress=bar, should_stop=should_stop
-            ).run()
+            result = train_memory(
+                args.data,
+                cfg,
+                args.out,
+                bar,
+                should_stop,
+                weights_dir=args.weights_dir,
+                incremental=args.incremental,
+            )
         finally:
             bar.close()
     summary = {

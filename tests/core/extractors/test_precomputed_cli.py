@@ -58,7 +58,7 @@ def scene(tmp_path_factory):
 
 
 def test_batches_group_equal_sizes_only():
-    from m3_core.cli.extract import _batches
+    from m3_core.extractors.extract import _batches
 
     sizes = [(48, 64), (48, 64), (48, 64), (32, 32), (48, 64)]
     assert _batches(sizes, [0, 1, 2, 3, 4], 2) == [[0, 1], [2], [3], [4]]
