@@ -1,0 +1,148 @@
+"""Gaussian Memory Attention (GMA): decode a principal-query slice into a model's feature.
+
+For one model m with projection W [s, d] and frozen PSC bank B [t, d] (raw rows)::
+
+    z   = q @ W                                   # [..., d]
+    a_k = softmax_k( cos(z, B_k) / tau )          # [..., t]  cos between L2-normalised vectors
+    out = sum_k a_k B_k                           # [..., d]  raw (un-normalised) bank rows
+
+Stateless and functional (like gsplat's ops). L2 normalisation follows
+``torch.nn.functional.normalize`` (``x / max(||x||, 1e-12)``), also for its gradient.
+The bank is treated as a constant: it never receives a gradient.
+
+:func:`gma_decode` processes ``chunk_size`` leading elements at a time with a hand-written
+backward that recomputes the attention per chunk, so neither pass holds more than
+``chunk_size * t`` attention weights. :func:`gma_decode_reference` is its slow twin (plain
+autograd over the whole batch).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from m3_core.errors import InvalidInputError
+
+_NORM_EPS = 1e-12  # as torch.nn.functional.normalize
+
+
+def _check(
+    q: torch.Tensor, proj: torch.Tensor, bank: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Validate shapes/dtypes/devices; return the bank in q's dtype (detached)."""
+    for name, t in (("queries", q), ("projection", proj), ("bank", bank)):
+        if not isinstance(t, torch.Tensor):
+            raise InvalidInputError(f"GMA {name} must be a tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise InvalidInputError(f"GMA {name} must be floating point, got {t.dtype}")
+    if q.dim() < 1:
+        raise InvalidInputError("GMA queries must have a channel dimension [..., s]")
+    if proj.dim() != 2 or bank.dim() != 2:
+        raise InvalidInputError(
+            f"GMA projection must be [s, d] and bank [t, d], got {tuple(proj.shape)} "
+            f"and {tuple(bank.shape)}"
+        )
+    if q.shape[-1] != proj.shape[0]:
+        raise InvalidInputError(
+            f"GMA queries have {q.shape[-1]} channels, the projection expects {proj.shape[0]}"
+        )
+    if proj.shape[1] != bank.shape[1]:
+        raise InvalidInputError(
+            f"GMA projection outputs {proj.shape[1]} dims, the bank rows have {bank.shape[1]}"
+        )
+    if bank.shape[0] == 0:
+        raise InvalidInputError("GMA bank is empty (no PSC rows)")
+    if q.dtype != proj.dtype:
+        raise InvalidInputError(f"GMA queries are {q.dtype} but the projection is {proj.dtype}")
+    if not (q.device == proj.device == bank.device):
+        raise InvalidInputError(
+            f"GMA tensors on different devices: queries {q.device}, projection {proj.device}, "
+            f"bank {bank.device}"
+        )
+    if not float(temperature) > 0:
+        raise InvalidInputError(f"GMA temperature must be positive, got {temperature}")
+    return bank.detach().to(q.dtype)
+
+
+def gma_decode_reference(
+    q: torch.Tensor, proj: torch.Tensor, bank: torch.Tensor, temperature: float = 0.05
+) -> torch.Tensor:
+    """Slow twin of :func:`gma_decode`: one un-chunked autograd expression."""
+    bank = _check(q, proj, bank, temperature)
+    z = q @ proj  # [..., d]
+    logits = F.normalize(z, dim=-1) @ F.normalize(bank, dim=-1).T / temperature  # [..., t]
+    return torch.softmax(logits, dim=-1) @ bank  # [..., d]
+
+
+def _attention(
+    qc: torch.Tensor, proj: torch.Tensor, bank_n: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (a [c, t], zn [c, d], ||z|| [c, 1]) for a chunk of queries qc [c, s]."""
+    z = qc @ proj  # [c, d]
+    norm = z.norm(dim=-1, keepdim=True)  # [c, 1]
+    zn = z / norm.clamp_min(_NORM_EPS)  # [c, d]
+    a = torch.softmax(zn @ bank_n.T / tau, dim=-1)  # [c, t]
+    return a, zn, norm
+
+
+class _GMAChunked(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q2, proj, bank, tau: float, chunk: int):  # q2 [M, s]
+        bank_n = F.normalize(bank, dim=-1)  # [t, d]
+        out = q2.new_empty(q2.shape[0], bank.shape[1])  # [M, d]
+        for a0 in range(0, q2.shape[0], chunk):
+            a, _, _ = _attention(q2[a0 : a0 + chunk], proj, bank_n, tau)
+            out[a0 : a0 + chunk] = a @ bank
+        ctx.save_for_backward(q2, proj, bank)
+        ctx.tau, ctx.chunk = tau, chunk
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):  # grad_out [M, d]
+        q2, proj, bank = ctx.saved_tensors
+        tau, chunk = ctx.tau, ctx.chunk
+        need_q, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        bank_n = F.normalize(bank, dim=-1)  # [t, d]
+        dq = torch.empty_like(q2) if need_q else None  # [M, s]
+        dp = torch.zeros_like(proj) if need_p else None  # [s, d]
+        for a0 in range(0, q2.shape[0], chunk):
+            qc, gc = q2[a0 : a0 + chunk], grad_out[a0 : a0 + chunk]
+            a, zn, norm = _attention(qc, proj, bank_n, tau)
+            da = gc @ bank.T  # [c, t]
+            dlogit = a * (da - (da * a).sum(-1, keepdim=True))  # softmax backward
+            dzn = dlogit @ bank_n / tau  # [c, d]
+            radial = zn * (dzn * zn).sum(-1, keepdim=True)
+            big = norm > _NORM_EPS  # [c, 1]
+            dz = torch.where(
+                big, (dzn - radial) / norm.clamp_min(_NORM_EPS), dzn / _NORM_EPS
+            )  # [c, d]
+            if dq is not None:
+                dq[a0 : a0 + chunk] = dz @ proj.T
+            if dp is not None:
+                dp += qc.T @ dz
+        return dq, dp, None, None, None
+
+
+def gma_decode(
+    q: torch.Tensor,
+    proj: torch.Tensor,
+    bank: torch.Tensor,
+    temperature: float = 0.05,
+    *,
+    chunk_size: int = 65536,
+) -> torch.Tensor:
+    """Decode queries q [..., s] with projection proj [s, d] and PSC bank [t, d] -> [..., d].
+
+    Differentiable with respect to ``q`` and ``proj`` (first order); ``bank`` is constant.
+    ``temperature`` is tau (M3: 0.05). Leading elements are processed ``chunk_size`` at a
+    time in both passes (peak about ``chunk_size * t`` floats for the attention).
+    """
+    bank = _check(q, proj, bank, temperature)
+    if int(chunk_size) < 1:
+        raise InvalidInputError(f"GMA chunk_size must be positive, got {chunk_size}")
+    lead = q.shape[:-1]
+    q2 = q.reshape(-1, q.shape[-1])  # [M, s]
+    out = _GMAChunked.apply(q2, proj, bank, float(temperature), int(chunk_size))  # [M, d]
+    return out.reshape(*lead, bank.shape[1])

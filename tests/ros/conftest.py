@@ -1,0 +1,130 @@
+"""ROS test fixtures: nodes in their own OS processes, a trained tiny memory, a client node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy")
+
+
+class NodeProcess:
+    """``python -m m3_ros.<module>`` with a params YAML; output kept for failure messages."""
+
+    def __init__(self, module: str, node_name: str, params: dict, tmp: Path) -> None:
+        pfile = tmp / f"{node_name}_params.yaml"
+        pfile.write_text(yaml.safe_dump({node_name: {"ros__parameters": params}}))
+        self.log = tmp / f"{node_name}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"m3_ros.{module}", "--ros-args", "--params-file", str(pfile)],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(2)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    procs: list[NodeProcess] = []
+
+    def start(module: str, params: dict, node_name: str | None = None) -> NodeProcess:
+        p = NodeProcess(module, node_name or module, params, tmp_path)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+class Client:
+    """A node in the test process, spun by a background executor thread."""
+
+    def __init__(self, context) -> None:
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.node import Node
+
+        self.node = Node("test_client", context=context)
+        self.executor = MultiThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def call(self, srv_type, name: str, request, timeout: float = 60.0):
+        client = self.node.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert future.done(), f"{name} did not answer within {timeout} s"
+        return future.result()
+
+    def collect(self, msg_type, topic: str, qos=10) -> list:
+        got: list = []
+        self.node.create_subscription(msg_type, topic, got.append, qos)
+        return got
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def client(ros_context):
+    c = Client(ros_context)
+    yield c
+    c.close()
+
+
+def wait_for(predicate, timeout: float, what: str, proc: NodeProcess | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    detail = f"\n--- node output ---\n{proc.output()[-3000:]}" if proc else ""
+    raise AssertionError(f"timed out waiting for {what}{detail}")
+
+
+@pytest.fixture(scope="session")
+def trained_memory(tmp_path_factory):
+    """A memory trained on the synthetic room with its per-pixel label features."""
+    from m3_core.data import load_dataset, make_synthetic_scene
+    from m3_core.train import DensifyConfig, FeatureSpec, TrainConfig, Trainer
+
+    root = tmp_path_factory.mktemp("ros_memory")
+    make_synthetic_scene(root / "scene", num_frames=24, width=80, height=60, feature_stride=4)
+    cfg = TrainConfig(
+        features=[FeatureSpec("labels")],
+        iterations=200,
+        sh_degree=1,
+        depth_weight=0.1,
+        init_points=4000,
+        feature_samples=500,
+        densify=DensifyConfig(
+            refine_start_iter=50, refine_stop_iter=150, refine_every=50, reset_every=10_000
+        ),
+        save_every=0,
+    )
+    Trainer(load_dataset(root / "scene"), cfg, root / "memory").run()
+    return root / "memory", root / "scene"

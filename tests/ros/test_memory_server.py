@@ -1,0 +1,120 @@
+"""The memory server in its own process, called over loopback DDS: correct answers, clear
+errors for bad requests, and it keeps serving afterwards. The nav bridge turns an answer
+into a stand-off goal."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tests.ros.conftest import wait_for
+
+pytest.importorskip("rclpy")
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from m3_core.data.synthetic import look_at_c2w  # noqa: E402
+from m3_core.navigation import standoff_goal  # noqa: E402
+from m3_core.types import Camera  # noqa: E402
+from m3_ros import convert  # noqa: E402
+from m3_ros.srv import GroundObject, LoadMemory, QueryText, RenderFeatureAt  # noqa: E402
+
+GROUND = "/memory_server/ground_object"
+
+
+def true_boxes(scene) -> dict:
+    doc = json.loads((scene / "objects.json").read_text())
+    return {o["label"]: (np.array(o["center"]), np.array(o["size"])) for o in doc["objects"]}
+
+
+def render_request(width: int, height: int) -> RenderFeatureAt.Request:
+    cam = Camera(60.0, 60.0, width / 2, height / 2, width, height, look_at_c2w([0, -1, 0.5], 1.2))
+    req = RenderFeatureAt.Request(features=["labels"], include_rgb=True, include_depth=True)
+    req.camera_pose = convert.pose_stamped(cam.c2w.double(), "map")
+    req.camera_info = convert.camera_info_msg(cam)
+    return req
+
+
+def test_memory_server_answers_and_survives_bad_requests(trained_memory, spawn, client):
+    memory, scene = trained_memory
+    server = spawn("memory_server", {"memory_path": str(memory), "max_render_pixels": 200 * 200})
+    res = client.call(GroundObject, GROUND, GroundObject.Request(text="chair", max_results=3))
+    assert res.success, res.message
+    assert res.objects, "the chair was not found"
+    best = res.objects[0]
+    centre, size = true_boxes(scene)["chair"]
+    p = best.center.pose.position
+    assert np.linalg.norm([p.x - centre[0], p.y - centre[1], p.z - centre[2]]) < 0.3
+    assert best.center.header.frame_id == "map" and best.label == "chair"
+    assert 0.0 < best.score <= 1.0 and best.num_gaussians > 0
+
+    # bad requests: clear messages, no crash
+    bad = client.call(GroundObject, GROUND, GroundObject.Request(text="   "))
+    assert not bad.success and "empty" in bad.message.lower()
+    bad = client.call(GroundObject, GROUND, GroundObject.Request(text="chair", feature="nope"))
+    assert not bad.success and "nope" in bad.message
+    big = client.call(
+        RenderFeatureAt, "/memory_server/render_feature_at", render_request(400, 300)
+    )
+    assert not big.success and "max_render_pixels" in big.message
+    req = render_request(64, 48)
+    req.camera_pose.pose.orientation.w = float("nan")
+    bad = client.call(RenderFeatureAt, "/memory_server/render_feature_at", req)
+    assert not bad.success and "NaN" in bad.message
+    bad = client.call(LoadMemory, "/memory_server/load_memory", LoadMemory.Request(path="/nope"))
+    assert not bad.success and "/nope" in bad.message
+
+    # still serving, with the old memory
+    ok = client.call(RenderFeatureAt, "/memory_server/render_feature_at", render_request(64, 48))
+    assert ok.success, ok.message
+    assert (ok.rgb.width, ok.rgb.height, ok.rgb.encoding) == (64, 48, "rgb8")
+    assert (ok.depth.width, ok.depth.encoding) == (64, "32FC1")
+    fmap = convert.feature_map_from_msg(ok.feature_maps[0])
+    assert ok.feature_names == ["labels"] and fmap.shape[:2] == (48, 64)
+    q = QueryText.Request(text="sofa", top_k=5)
+    top = client.call(QueryText, "/memory_server/query_text", q)
+    assert top.success and len(top.points) == 5 and top.frame_id == "map"
+    assert list(top.scores) == sorted(top.scores, reverse=True)
+    centre, size = true_boxes(scene)["sofa"]
+    pts = np.array([[pt.x, pt.y, pt.z] for pt in top.points])
+    inside = np.all(np.abs(pts - centre) <= size / 2 + 0.2, axis=1)
+    assert inside.mean() >= 0.6, pts
+    assert server.alive(), server.output()[-2000:]
+
+
+def test_nav_bridge_publishes_a_standoff_goal(trained_memory, spawn, client):
+    memory, scene = trained_memory
+    spawn("memory_server", {"memory_path": str(memory)})
+    bridge = spawn("nav_bridge", {"standoff_distance": 0.7})
+    goals = client.collect(PoseStamped, "/goal_pose")
+    status = client.collect(String, "/nav_bridge/status")
+    cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
+    wait_for(lambda: cmd.get_subscription_count() > 0, 30, "nav_bridge subscription", bridge)
+    cmd.publish(String(data="table"))
+    wait_for(lambda: goals, 60, "a goal on /goal_pose", bridge)
+    goal = goals[0]
+    assert goal.header.frame_id == "map"
+    res = client.call(GroundObject, GROUND, GroundObject.Request(text="table", max_results=1))
+    obj = res.objects[0]
+    c, s = obj.center.pose.position, obj.size
+    lo, hi = [c.x - s.x / 2, c.y - s.y / 2, c.z - s.z / 2], [c.x + s.x / 2, c.y + s.y / 2, 0]
+    expect = standoff_goal(lo, [hi[0], hi[1], c.z + s.z / 2], distance=0.7)
+    assert goal.pose.position.x == pytest.approx(expect.x, abs=1e-4)
+    assert goal.pose.position.y == pytest.approx(expect.y, abs=1e-4)
+    yaw = 2 * math.atan2(goal.pose.orientation.z, goal.pose.orientation.w)
+    assert math.cos(yaw - expect.yaw) == pytest.approx(1.0, abs=1e-6)
+    assert any("goal for 'table'" in m.data for m in status)
+    cmd.publish(String(data="spaceship"))
+    wait_for(
+        lambda: (
+            any("no goal" in m.data or "no 'spaceship'" in m.data for m in status)
+            or any("failed" in m.data for m in status)
+        ),
+        30,
+        "a refusal for spaceship",
+        bridge,
+    )
+    assert len(goals) == 1
