@@ -23,9 +23,13 @@ def test_goal_avoids_obstacles():
     free = standoff_goal([-0.5, -0.5, 0], [0.5, 0.5, 1], distance=0.8, robot_xy=robot)
     assert free.x == pytest.approx(0.0, abs=1e-9) and free.y > 0
     g = standoff_goal(
-        [-0.5, -0.5, 0], [0.5, 0.5, 1], distance=0.8, robot_xy=robot,
-        obstacles_xy=blocked, robot_radius=0.3,
-    )  # fmt: skip
+        [-0.5, -0.5, 0],
+        [0.5, 0.5, 1],
+        distance=0.8,
+        robot_xy=robot,
+        obstacles_xy=blocked,
+        robot_radius=0.3,
+    )
     assert np.min(np.linalg.norm(blocked - [g.x, g.y], axis=1)) >= 0.3
     # still faces the centre
     assert math.atan2(-g.y, -g.x) == pytest.approx(g.yaw)
