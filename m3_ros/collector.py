@@ -29,7 +29,7 @@ from m3_core.types import pose_matrix
 from m3_ros import convert
 from m3_ros.action import TrainMemory
 from m3_ros.msg import Keyframe
-from m3_ros.node_utils import run_node
+from m3_ros.node_utils import keyframe_qos, run_node
 from m3_ros.sync import NearestTimeSync
 
 PARAMS = {
@@ -49,6 +49,7 @@ PARAMS = {
     "min_rotation_deg": 10.0,
     "blur_ratio": 0.5,
     "stream_keyframes": True,
+    "keyframe_history": 300,  # keyframes kept for late-joining trainers (transient local)
     "min_keyframes": 10,
     "trainer_action": "/trainer/train_memory",
     "shared_filesystem": True,  # send dataset_path too (trainer on this host)
@@ -88,7 +89,9 @@ class Collector(Node):
         self.create_subscription(pose_cls, p("pose_topic"), self.feed("pose"), 50)
         if has_depth:
             self.create_subscription(Image, p("depth_topic"), self.feed("depth"), qos)
-        self.keyframe_pub = self.create_publisher(Keyframe, "~/keyframes", 100)
+        self.keyframe_pub = self.create_publisher(
+            Keyframe, "~/keyframes", keyframe_qos(p("keyframe_history"))
+        )
         self.trainer = ActionClient(self, TrainMemory, p("trainer_action"))
         self.create_service(Trigger, "~/start_training", self.on_start_training)
         self.get_logger().info(

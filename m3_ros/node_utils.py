@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 
 from m3_core.errors import M3Error
 
@@ -48,3 +49,14 @@ def run_node(factory: Callable[[], rclpy.node.Node], args: list[str] | None = No
         if rclpy.ok():
             rclpy.shutdown()
     return 0
+
+
+def keyframe_qos(history: int) -> QoSProfile:
+    """Keyframe stream QoS: reliable and transient-local, so a trainer that starts (or
+    reconnects) late still receives the last ``history`` keyframes from the collector."""
+    return QoSProfile(
+        depth=history,
+        history=QoSHistoryPolicy.KEEP_LAST,
+        reliability=QoSReliabilityPolicy.RELIABLE,
+        durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,
+    )

@@ -23,13 +23,14 @@ from m3_core.errors import InvalidInputError, M3Error
 from m3_ros import convert
 from m3_ros.action import TrainMemory
 from m3_ros.msg import Keyframe
-from m3_ros.node_utils import run_node
+from m3_ros.node_utils import keyframe_qos, run_node
 from m3_ros.srv import LoadMemory
 
 PARAMS = {
     "recordings_dir": "recordings",  # streamed keyframes land here
     "memories_dir": "memories",  # default output folder parent
     "keyframe_topic": "/collector/keyframes",
+    "keyframe_history": 300,  # must not exceed the collector's
     "features": ["effnet"],  # default feature sources (extracted when missing)
     "weights_dir": "",  # local model weights for extractors (never downloaded)
     "preset": "small",  # small (CPU minutes) | paper (30k steps)
@@ -51,7 +52,7 @@ class Trainer(Node):
             Keyframe,
             self.p("keyframe_topic"),
             self.on_keyframe,
-            100,
+            keyframe_qos(self.p("keyframe_history")),
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
         self.load_client = self.create_client(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ class NodeProcess:
             [sys.executable, "-m", f"m3_ros.{module}", "--ros-args", "--params-file", str(pfile)],
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0"},
         )
 
     def output(self) -> str:

@@ -1,0 +1,138 @@
+"""The whole product as separate processes: a simulated walk is published -> the collector
+keeps keyframes and streams them -> the trainer (no shared filesystem) trains via the
+TrainMemory action -> the memory server loads the memory -> grounding -> the nav bridge
+publishes a goal. Also: the collector writes a valid dataset from published messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.ros.conftest import wait_for
+
+pytest.importorskip("rclpy")
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from m3_core.data import load_dataset, make_synthetic_scene  # noqa: E402
+from m3_core.types import pose_matrix  # noqa: E402
+from m3_ros import convert  # noqa: E402
+from m3_ros.collector import PARAMS as COLLECTOR_DEFAULTS  # noqa: E402
+from m3_ros.srv import GroundObject  # noqa: E402
+
+EXT = COLLECTOR_DEFAULTS["camera_extrinsic"]
+BASE_TO_CAM = pose_matrix(EXT[:3], EXT[3:])
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory):
+    root = tmp_path_factory.mktemp("walk") / "scene"
+    make_synthetic_scene(root, num_frames=24, width=80, height=60, feature_stride=4)
+    return load_dataset(root)
+
+
+def publish_walk(client, walk, period: float = 0.1) -> None:
+    """Each frame as a robot publishes it: image, camera info, odometry (base pose)."""
+    qos = 10
+    pub_img = client.node.create_publisher(Image, "/camera/image_raw", qos)
+    pub_info = client.node.create_publisher(CameraInfo, "/camera/camera_info", qos)
+    pub_odom = client.node.create_publisher(Odometry, "/odom", qos)
+    wait_for(lambda: pub_img.get_subscription_count() > 0, 30, "collector subscriptions")
+    time.sleep(0.5)
+    for k, frame in enumerate(walk.frames):
+        stamp = client.node.get_clock().now().to_msg()
+        rgb = (walk.load_image(k).numpy() * 255).round().astype(np.uint8)
+        img = convert.array_to_image(rgb, "rgb8")
+        info = convert.camera_info_msg(frame.camera)
+        odom = Odometry()
+        base = frame.camera.c2w.double() @ torch.linalg.inv(BASE_TO_CAM)
+        odom.pose.pose = convert.matrix_to_pose_msg(base)
+        for msg in (img, info, odom):
+            msg.header.stamp = stamp
+            msg.header.frame_id = "map" if msg is odom else "camera"
+        pub_odom.publish(odom)
+        pub_info.publish(info)
+        pub_img.publish(img)
+        time.sleep(period)
+
+
+def frame_count(root) -> int:
+    f = root / "transforms.json"
+    return len(json.loads(f.read_text())["frames"]) if f.exists() else 0
+
+
+COLLECT = {
+    "recording_id": "walk",
+    "min_translation": 0.0,
+    "min_rotation_deg": 0.0,
+    "blur_ratio": 0.0,
+    "shared_filesystem": False,
+    "min_keyframes": 10,
+}
+
+
+def test_collector_writes_a_valid_dataset(walk, spawn, client, tmp_path):
+    out = tmp_path / "rec"
+    collector = spawn("collector", {**COLLECT, "output_dir": str(out)})
+    publish_walk(client, walk)
+    wait_for(lambda: frame_count(out / "walk") == len(walk.frames), 30, "24 keyframes", collector)
+    rec = load_dataset(out / "walk")
+    for k, frame in enumerate(rec.frames):
+        torch.testing.assert_close(frame.camera.c2w, walk.frames[k].camera.c2w, atol=1e-5, rtol=0)
+        assert (frame.camera.fx, frame.camera.width) == (walk.frames[k].camera.fx, 80)
+        torch.testing.assert_close(rec.load_image(k), walk.load_image(k), atol=1 / 255, rtol=0)
+
+
+def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
+    server = spawn("memory_server", {})
+    trainer = spawn(
+        "trainer",
+        {
+            "recordings_dir": str(tmp_path / "trainer_rec"),
+            "memories_dir": str(tmp_path / "mem"),
+            "features": ["labels"],
+            "iterations": 200,
+            "device": "cpu",
+            "max_image_size": [80, 60],
+        },
+    )
+    spawn("collector", {**COLLECT, "output_dir": str(tmp_path / "collector_rec")})
+    bridge = spawn("nav_bridge", {"standoff_distance": 0.7})
+    goals = client.collect(PoseStamped, "/goal_pose")
+    publish_walk(client, walk)
+    received = tmp_path / "trainer_rec" / "walk"
+    wait_for(lambda: frame_count(received) == len(walk.frames), 60, "streamed keyframes", trainer)
+    # bring-your-own features: the walk's per-pixel label features, by frame name
+    shutil.copytree(walk.root / "features", received / "features")
+    res = client.call(Trigger, "/collector/start_training", Trigger.Request())
+    assert res.success, res.message
+
+    def grounded():
+        r = client.call(
+            GroundObject, "/memory_server/ground_object", GroundObject.Request(text="table")
+        )
+        return r.success and r.objects
+
+    wait_for(grounded, 600, "the memory server to answer from the new memory", trainer)
+    cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
+    wait_for(lambda: cmd.get_subscription_count() > 0, 30, "nav bridge", bridge)
+    cmd.publish(String(data="table"))
+    wait_for(lambda: goals, 60, "a navigation goal", bridge)
+    table = next(
+        o
+        for o in json.loads((walk.root / "objects.json").read_text())["objects"]
+        if o["label"] == "table"
+    )
+    g = goals[0].pose.position
+    dist = np.hypot(g.x - table["center"][0], g.y - table["center"][1])
+    half_diag = np.hypot(*table["size"][:2]) / 2
+    assert half_diag + 0.7 - 0.35 < dist < half_diag + 0.7 + 0.35, dist
+    assert server.alive() and trainer.alive()
