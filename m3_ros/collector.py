@@ -11,6 +11,8 @@ atomically to ``output_dir/recording_id`` (reopening resumes) and streamed on ``
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.action import ActionClient
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -78,7 +80,8 @@ class Collector(Node):
         self.sync = NearestTimeSync(
             names, self.on_synced, slop=p("slop"), queue_size=p("queue_size")
         )
-        qos = qos_profile_sensor_data
+        # sensor-data QoS (best effort) with a queue deep enough for bursts
+        qos = QoSProfile(depth=p("queue_size"), reliability=QoSReliabilityPolicy.BEST_EFFORT)
         if p("image_transport") == "compressed":
             topic = p("image_topic").rstrip("/") + "/compressed"
             self.create_subscription(CompressedImage, topic, self.on_image, qos)
@@ -94,6 +97,9 @@ class Collector(Node):
         )
         self.trainer = ActionClient(self, TrainMemory, p("trainer_action"))
         self.create_service(Trigger, "~/start_training", self.on_start_training)
+        self.jobs: queue.Queue = queue.Queue(maxsize=p("queue_size"))
+        self.worker = threading.Thread(target=self._write_loop, daemon=True)
+        self.worker.start()
         self.get_logger().info(
             f"recording to {self.writer.root} ({len(self.writer)} frames so far)"
         )
@@ -108,34 +114,49 @@ class Collector(Node):
         self.sync.add_primary(stamp_s(msg.header), msg)
 
     def on_synced(self, stamp: float, image, info, pose, depth=None) -> None:
+        """Convert + select here (cheap); disk writes and streaming go to the writer thread,
+        so a slow disk never stalls the subscriptions."""
         try:
-            rgb = (
-                convert.compressed_to_rgb(image)
-                if isinstance(image, CompressedImage)
-                else convert.image_to_rgb(image)
-            )
-            world_base = convert.pose_to_matrix(
-                pose.pose.pose if isinstance(pose, Odometry) else pose.pose
-            )
-            c2w = world_base @ self.base_to_cam
+            if isinstance(image, CompressedImage):
+                rgb = convert.compressed_to_rgb(image)
+            else:
+                rgb = convert.image_to_rgb(image)
+            body = pose.pose.pose if isinstance(pose, Odometry) else pose.pose
+            c2w = convert.pose_to_matrix(body) @ self.base_to_cam
             camera = convert.camera_from_info(info, c2w)
-            depth_m = (
-                convert.depth_to_metres(depth, self.p("depth_scale"))
-                if depth is not None
-                else None
-            )
-            keep, reason = self.selector.consider(c2w, rgb)
-            if not keep:
-                return
-            frame = self.writer.add_frame(None, rgb, camera, depth_m)
+            depth_m = None
+            if depth is not None:
+                depth_m = convert.depth_to_metres(depth, self.p("depth_scale"))
+            keep, _ = self.selector.consider(c2w, rgb)
         except M3Error as exc:  # a bad message is logged and skipped, never fatal
             self.get_logger().warning(f"skipped a frame at t={stamp:.3f}: {exc}")
             return
-        self.get_logger().info(f"keyframe {frame.name} ({len(self.writer)} total)")
-        if self.p("stream_keyframes"):
-            self.keyframe_pub.publish(
-                self._keyframe_msg(frame.name, image, info, pose, depth, c2w)
-            )
+        if keep:
+            try:
+                self.jobs.put_nowait((rgb, camera, depth_m, image, info, pose, depth, c2w))
+            except queue.Full:
+                self.get_logger().warning("writer is behind: dropped a keyframe")
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            rgb, camera, depth_m, image, info, pose, depth, c2w = job
+            try:
+                frame = self.writer.add_frame(None, rgb, camera, depth_m)
+            except (M3Error, OSError) as exc:
+                self.get_logger().error(f"could not write a keyframe: {exc}")
+                continue
+            self.get_logger().info(f"keyframe {frame.name} ({len(self.writer)} total)")
+            if self.p("stream_keyframes"):
+                msg = self._keyframe_msg(frame.name, image, info, pose, depth, c2w)
+                self.keyframe_pub.publish(msg)
+
+    def destroy_node(self) -> None:
+        self.jobs.put(None)
+        self.worker.join(timeout=10)
+        super().destroy_node()
 
     def _keyframe_msg(self, name, image, info, pose, depth, c2w) -> Keyframe:
         msg = Keyframe(recording_id=self.recording_id, name=name, camera_info=info)

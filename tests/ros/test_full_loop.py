@@ -45,23 +45,34 @@ def publish_walk(client, walk, period: float = 0.1) -> None:
     pub_img = client.node.create_publisher(Image, "/camera/image_raw", qos)
     pub_info = client.node.create_publisher(CameraInfo, "/camera/camera_info", qos)
     pub_odom = client.node.create_publisher(Odometry, "/odom", qos)
+    pub_depth = client.node.create_publisher(Image, "/camera/depth", qos)
     wait_for(lambda: pub_img.get_subscription_count() > 0, 30, "collector subscriptions")
     time.sleep(0.5)
     for k, frame in enumerate(walk.frames):
         stamp = client.node.get_clock().now().to_msg()
         rgb = (walk.load_image(k).numpy() * 255).round().astype(np.uint8)
         img = convert.array_to_image(rgb, "rgb8")
+        depth = convert.array_to_image(walk.load_depth(k).numpy().astype(np.float32), "32FC1")
         info = convert.camera_info_msg(frame.camera)
         odom = Odometry()
         base = frame.camera.c2w.double() @ torch.linalg.inv(BASE_TO_CAM)
         odom.pose.pose = convert.matrix_to_pose_msg(base)
-        for msg in (img, info, odom):
+        for msg in (img, info, odom, depth):
             msg.header.stamp = stamp
             msg.header.frame_id = "map" if msg is odom else "camera"
         pub_odom.publish(odom)
         pub_info.publish(info)
+        pub_depth.publish(depth)
         pub_img.publish(img)
         time.sleep(period)
+
+
+def match_walk_frame(walk, c2w: torch.Tensor) -> int:
+    """Index of the walk frame with this camera pose (frames may be dropped on the way)."""
+    errs = [float((f.camera.c2w - c2w).abs().max()) for f in walk.frames]
+    k = int(np.argmin(errs))
+    assert errs[k] < 1e-4, f"recorded pose matches no published frame (error {errs[k]})"
+    return k
 
 
 def frame_count(root) -> int:
@@ -71,6 +82,7 @@ def frame_count(root) -> int:
 
 COLLECT = {
     "recording_id": "walk",
+    "depth_topic": "/camera/depth",
     "min_translation": 0.0,
     "min_rotation_deg": 0.0,
     "blur_ratio": 0.0,
@@ -109,9 +121,19 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
     goals = client.collect(PoseStamped, "/goal_pose")
     publish_walk(client, walk)
     received = tmp_path / "trainer_rec" / "walk"
-    wait_for(lambda: frame_count(received) == len(walk.frames), 60, "streamed keyframes", trainer)
-    # bring-your-own features: the walk's per-pixel label features, by frame name
-    shutil.copytree(walk.root / "features", received / "features")
+    collected = tmp_path / "collector_rec" / "walk"
+    wait_for(lambda: frame_count(collected) >= 20, 60, "keyframes")
+    time.sleep(1.0)
+    wait_for(lambda: frame_count(received) == frame_count(collected), 60, "the stream", trainer)
+    # bring-your-own features: the walk's per-pixel label features, for each received frame
+    features = received / "features" / "labels"
+    features.mkdir(parents=True)
+    shutil.copy(walk.root / "features" / "labels" / "vocabulary.npz", features)
+    shutil.copy(walk.root / "features" / "labels" / "meta.json", features)
+    for f in load_dataset(received).frames:
+        k = match_walk_frame(walk, f.camera.c2w)
+        src = walk.root / "features" / "labels" / f"{walk.frames[k].name}.npy"
+        shutil.copy(src, features / f"{f.name}.npy")
     res = client.call(Trigger, "/collector/start_training", Trigger.Request())
     assert res.success, res.message
 
