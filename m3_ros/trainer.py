@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -94,6 +95,8 @@ class Trainer(Node):
         if self.busy.locked():
             self.get_logger().warning("rejected a TrainMemory goal: already training")
             return GoalResponse.REJECT
+        what = goal.dataset_path or f"recording {goal.recording_id!r}"
+        self.get_logger().info(f"accepted a TrainMemory goal for {what}")
         return GoalResponse.ACCEPT
 
     def _resolve(self, goal: TrainMemory.Goal):
@@ -154,8 +157,11 @@ class Trainer(Node):
                     weights_dir=self.p("weights_dir") or None,
                     incremental=goal_handle.request.incremental,
                 )
-            except M3Error as exc:
-                result.success, result.message = False, str(exc)
+            except Exception as exc:  # user errors and bugs alike: abort the goal, keep serving
+                if not isinstance(exc, M3Error):
+                    self.get_logger().error(f"training failed:\n{traceback.format_exc()}")
+                result.success, result.message = False, f"training failed: {exc}"
+                self.get_logger().warning(result.message)
                 goal_handle.abort()
                 return result
             result.memory_path, result.num_gaussians = str(out), res.memory.num_gaussians
@@ -165,6 +171,7 @@ class Trainer(Node):
                 goal_handle.canceled()
                 return result
             result.success, result.message = True, f"trained {res.step} steps"
+            self.get_logger().info(f"memory ready at {out} (test PSNR {result.psnr:.2f} dB)")
             goal_handle.succeed()
         self._notify(str(out))
         return result

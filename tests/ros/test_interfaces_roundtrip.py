@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -20,6 +22,7 @@ def test_ground_object_roundtrip_between_processes(ros_context):
         [sys.executable, str(FIXTURES / "ground_echo_server.py")],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert server.stdout.readline().strip() == "READY"
@@ -42,5 +45,9 @@ def test_ground_object_roundtrip_between_processes(ros_context):
         assert obj.num_gaussians == 7
         node.destroy_node()
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
