@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from m3_core.errors import InvalidInputError, M3Error, MissingWeightsError
+from m3_core.errors import M3Error, MissingWeightsError
 from m3_core.extractors.base import CPU, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, Preprocess
-from m3_core.extractors.weights import hf_image_stats, resolve_hf_folder, set_offline
+from m3_core.extractors.weights import build_hf_extractor, hf_image_stats
 
 DEFAULT_REPO = "facebook/dinov2-base"
 HOW = "DINOv2 needs a transformers Dinov2 folder (config.json + weights)"
@@ -34,12 +34,17 @@ def build_dinov2(
     stride: int | None = None,
 ) -> Dinov2Extractor:
     """Registry builder for "dinov2"."""
-    set_offline()
-    folder = resolve_hf_folder("dinov2", weights, repo, HOW)
-    ext = Dinov2Extractor(folder, device=device, short_side=short_side, max_side=max_side)
-    if stride is not None and stride != ext.stride:
-        raise InvalidInputError(f"dinov2: stride is the patch size {ext.stride}, got {stride}")
-    return ext
+    return build_hf_extractor(
+        Dinov2Extractor,
+        "dinov2",
+        HOW,
+        weights=weights,
+        device=device,
+        repo=repo,
+        short_side=short_side,
+        max_side=max_side,
+        stride=stride,
+    )
 
 
 class Dinov2Extractor(FeatureExtractor):
@@ -48,8 +53,9 @@ class Dinov2Extractor(FeatureExtractor):
     name = "dinov2"
     has_text = False
 
-    def __init__(self, folder: Path, *, device: torch.device, short_side: int,
-                 max_side: int) -> None:  # fmt: skip
+    def __init__(
+        self, folder: Path, *, device: torch.device, short_side: int, max_side: int
+    ) -> None:
         super().__init__()
         from transformers import AutoModel
 

@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from m3_core.errors import InvalidInputError, M3Error, MissingWeightsError
+from m3_core.errors import M3Error, MissingWeightsError
 from m3_core.extractors.base import CPU, HALF_MEAN, HALF_STD, FeatureExtractor, Preprocess
-from m3_core.extractors.weights import hf_image_stats, resolve_hf_folder, set_offline
+from m3_core.extractors.weights import build_hf_extractor, hf_image_stats
 
 DEFAULT_REPO = "google/siglip-base-patch16-224"
 HOW = "SigLIP needs a transformers SigLIP folder (config.json + weights + tokenizer)"
@@ -39,12 +39,17 @@ def build_siglip(
     stride: int | None = None,
 ) -> SiglipExtractor:
     """Registry builder for "siglip"."""
-    set_offline()
-    folder = resolve_hf_folder("siglip", weights, repo, HOW)
-    ext = SiglipExtractor(folder, device=device, short_side=short_side, max_side=max_side)
-    if stride is not None and stride != ext.stride:
-        raise InvalidInputError(f"siglip: stride is the patch size {ext.stride}, got {stride}")
-    return ext
+    return build_hf_extractor(
+        SiglipExtractor,
+        "siglip",
+        HOW,
+        weights=weights,
+        device=device,
+        repo=repo,
+        short_side=short_side,
+        max_side=max_side,
+        stride=stride,
+    )
 
 
 def head_per_token(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -67,8 +72,9 @@ class SiglipExtractor(FeatureExtractor):
     name = "siglip"
     has_text = True
 
-    def __init__(self, folder: Path, *, device: torch.device, short_side: int | None,
-                 max_side: int) -> None:  # fmt: skip
+    def __init__(
+        self, folder: Path, *, device: torch.device, short_side: int | None, max_side: int
+    ) -> None:
         super().__init__()
         from transformers import AutoModel
 
@@ -89,8 +95,9 @@ class SiglipExtractor(FeatureExtractor):
         self.stride = int(vcfg.patch_size)
         self.dim = int(vcfg.hidden_size)
         mean, std = hf_image_stats(folder, HALF_MEAN, HALF_STD)
-        self.preprocess = Preprocess(mean, std, short_side or int(vcfg.image_size),
-                                     self.stride, self.stride, max_side)  # fmt: skip
+        self.preprocess = Preprocess(
+            mean, std, short_side or int(vcfg.image_size), self.stride, self.stride, max_side
+        )
         self.context_length = int(model.config.text_config.max_position_embeddings)
         self._tokenizer: Any = None
 
@@ -116,8 +123,13 @@ class SiglipExtractor(FeatureExtractor):
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         # SigLIP was trained on max-length padded text; its pooled token is the last one.
-        enc = self.tokenizer([t.lower() for t in texts], padding="max_length", truncation=True,
-                             max_length=self.context_length, return_tensors="pt")  # fmt: skip
+        enc = self.tokenizer(
+            [t.lower() for t in texts],
+            padding="max_length",
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
+        )
         out = self.model.get_text_features(input_ids=enc["input_ids"].to(self.device))
         return out if isinstance(out, torch.Tensor) else out.pooler_output  # [K, D]
 

@@ -102,3 +102,18 @@ def hf_image_stats(folder: Path, mean: tuple, std: tuple) -> tuple[tuple, tuple]
         cfg = json.loads(p.read_text(encoding="utf-8"))
         mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def build_hf_extractor(
+    cls, name: str, how: str, *, weights, device, repo, short_side, max_side, stride
+):
+    """Shared body of the transformers builders (siglip, dinov2): offline folder lookup, the
+    extractor, and a check that a requested stride is the model's patch size."""
+    from m3_core.errors import InvalidInputError
+
+    set_offline()
+    folder = resolve_hf_folder(name, weights, repo, how)
+    ext = cls(folder, device=device, short_side=short_side, max_side=max_side)
+    if stride is not None and stride != ext.stride:
+        raise InvalidInputError(f"{name}: stride is the patch size {ext.stride}, got {stride}")
+    return ext

@@ -41,6 +41,13 @@ def _row_list(g, n, pyc, rows):
 
 
 @njit(cache=True, inline="always")
+def _tile_origin(t, n_tiles_img, tiles_x, tile_size):
+    """(image index, first row, first column) of flat tile index ``t``."""
+    tile = t % n_tiles_img
+    return t // n_tiles_img, (tile // tiles_x) * tile_size, (tile % tiles_x) * tile_size
+
+
+@njit(cache=True, inline="always")
 def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, radii, colors):
     n = end - start
     n_ch = colors.shape[1]
@@ -83,10 +90,7 @@ def composite_forward(
     n_tiles_img = tiles_x * ((height + tile_size - 1) // tile_size)
     n_ch = colors.shape[1]
     for t in prange(offsets.shape[0] - 1):
-        img = t // n_tiles_img
-        tile = t % n_tiles_img
-        y0 = (tile // tiles_x) * tile_size
-        x0 = (tile % tiles_x) * tile_size
+        img, y0, x0 = _tile_origin(t, n_tiles_img, tiles_x, tile_size)
         start = offsets[t]
         n = offsets[t + 1] - start
         g, col = _gather_tile(
@@ -153,10 +157,7 @@ def composite_backward(
     n_tiles_img = tiles_x * ((height + tile_size - 1) // tile_size)
     n_ch = colors.shape[1]
     for t in prange(offsets.shape[0] - 1):
-        img = t // n_tiles_img
-        tile = t % n_tiles_img
-        y0 = (tile // tiles_x) * tile_size
-        x0 = (tile % tiles_x) * tile_size
+        img, y0, x0 = _tile_origin(t, n_tiles_img, tiles_x, tile_size)
         start = offsets[t]
         n = offsets[t + 1] - start
         if n == 0:

@@ -112,21 +112,11 @@ def wait_for(predicate, timeout: float, what: str, proc: NodeProcess | None = No
 def trained_memory(tmp_path_factory):
     """A memory trained on the synthetic room with its per-pixel label features."""
     from m3_core.data import load_dataset, make_synthetic_scene
-    from m3_core.train import DensifyConfig, FeatureSpec, TrainConfig, Trainer
+    from m3_core.train import Trainer
+    from tests.fixtures.training import tiny_config
 
     root = tmp_path_factory.mktemp("ros_memory")
     make_synthetic_scene(root / "scene", num_frames=24, width=80, height=60, feature_stride=4)
-    cfg = TrainConfig(
-        features=[FeatureSpec("labels")],
-        iterations=200,
-        sh_degree=1,
-        depth_weight=0.1,
-        init_points=4000,
-        feature_samples=500,
-        densify=DensifyConfig(
-            refine_start_iter=50, refine_stop_iter=150, refine_every=50, reset_every=10_000
-        ),
-        save_every=0,
-    )
+    cfg = tiny_config(iterations=200, init_points=4000, refine_every=50)
     Trainer(load_dataset(root / "scene"), cfg, root / "memory").run()
     return root / "memory", root / "scene"

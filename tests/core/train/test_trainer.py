@@ -12,7 +12,7 @@ from m3_core.errors import InvalidInputError
 from m3_core.memory import Memory
 from m3_core.train import Trainer
 from m3_core.train.evaluate import evaluate
-from tests.core.train.conftest import tiny_config
+from tests.fixtures.training import tiny_config
 
 
 def test_training_learns_colour_and_features(tiny_scene, tmp_path):
