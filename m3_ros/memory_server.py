@@ -31,6 +31,7 @@ PARAMS = {
     "max_results": 5,
     "max_render_pixels": 1280 * 960,
     "cloud_max_points": 50_000,
+    "cloud_color": "rgb",  # rgb | relevancy (recoloured after each GroundObject)
     "autostart": True,  # configure + activate at start-up (no lifecycle manager needed)
 }
 
@@ -78,10 +79,7 @@ class MemoryServer(LifecycleNode):
             path, device=self.p("device"), weights_dir=self.p("weights_dir") or None
         )
         self.predictor = predictor  # one reference swap: in-flight requests keep the old one
-        pts, rgb = predictor.gaussian_cloud(self.p("cloud_max_points"))
-        self.cloud_pub.publish(
-            convert.cloud_msg(pts, self.p("world_frame"), self.get_clock().now().to_msg(), rgb)
-        )
+        self._publish_cloud(predictor)
         n = predictor.memory.num_gaussians
         self.get_logger().info(f"loaded memory {path}: {n} Gaussians")
 
@@ -141,7 +139,15 @@ class MemoryServer(LifecycleNode):
         ]
         res.success, res.message = True, f"{len(objects)} object(s) for {req.text!r}"
         self.marker_pub.publish(markers.grounded_markers(objects, frame, stamp))
+        if self.p("cloud_color") == "relevancy":
+            feature = req.feature or self.p("default_feature") or None
+            self._publish_cloud(pred, pred.relevancy(req.text, feature))
         return res
+
+    def _publish_cloud(self, pred, relevancy=None) -> None:
+        pts, rgb = pred.gaussian_cloud(self.p("cloud_max_points"), relevancy)
+        stamp = self.get_clock().now().to_msg()
+        self.cloud_pub.publish(convert.cloud_msg(pts, self.p("world_frame"), stamp, rgb))
 
     @guarded_service
     def on_query(self, req: QueryText.Request, res: QueryText.Response):

@@ -213,8 +213,11 @@ class MemoryPredictor:
         return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
 
     @torch.no_grad()
-    def gaussian_cloud(self, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-        """Up to ``max_points`` Gaussian centres [M, 3] with base colours [M, 3] in [0, 1].
+    def gaussian_cloud(
+        self, max_points: int, relevancy: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``max_points`` Gaussian centres [M, 3] with colours [M, 3] in [0, 1]: their
+        base colour, or the turbo colour map of ``relevancy`` [N] (e.g. of the last query).
 
         Gaussians at least ``ground_params.min_opacity`` opaque are kept; if more remain, a
         fixed (seeded) random subset is returned, so repeated calls agree.
@@ -229,5 +232,11 @@ class MemoryPredictor:
             idx = idx[perm[: int(max_points)]].sort().values
         idx = idx.to(g["means"].device)
         pts = g["means"].detach()[idx].float().cpu().numpy()
-        rgb = (g["sh0"].detach()[idx, 0] * SH_C0 + 0.5).clamp(0, 1).float().cpu().numpy()
+        if relevancy is not None:
+            from matplotlib import colormaps
+
+            r = relevancy.detach()[idx].clamp(0, 1).float().cpu().numpy()
+            rgb = colormaps["turbo"](r)[:, :3].astype(np.float32)
+        else:
+            rgb = (g["sh0"].detach()[idx, 0] * SH_C0 + 0.5).clamp(0, 1).float().cpu().numpy()
         return pts.reshape(-1, 3), rgb.reshape(-1, 3)

@@ -33,10 +33,26 @@ def test_launch_file_starts_every_package_node():
 
 
 def test_yaml_matches_declared_parameters():
+    from m3_ros.nodes import params_yaml
+
+    assert PARAMS.read_text() == params_yaml(), "regenerate: python -m m3_ros.nodes > config/..."
     doc = yaml.safe_load(PARAMS.read_text())
     assert list(doc) == list(NODES)
     for name in NODES:
         assert doc[name]["ros__parameters"] == node_params(name), name
+
+
+def test_rviz_config_shows_the_servers_topics():
+    doc = yaml.safe_load((REPO / "config" / "m3.rviz").read_text())
+    topics = {
+        d["Topic"]["Value"]
+        for d in doc["Visualization Manager"]["Displays"]
+        if isinstance(d.get("Topic"), dict)
+    }
+    server = (REPO / "m3_ros" / "memory_server.py").read_text()
+    for topic in ("/memory_server/gaussians", "/memory_server/grounded_markers"):
+        assert topic in topics and f'"~/{topic.rsplit("/", 1)[1]}"' in server
+    assert doc["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
 
 
 def test_cmake_installs_an_executable_per_node():
@@ -72,14 +88,28 @@ def test_bringup_restarts_a_crashed_node(tmp_path):
     doc = yaml.safe_load(PARAMS.read_text())
     doc["nav_bridge"]["ros__parameters"]["standoff_distance"] = "not a number"
     bad.write_text(yaml.safe_dump(doc))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "m3_ros.bringup", "--params-file", str(bad),
-         "--nodes", "memory_server,nav_bridge"],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    time.sleep(12)
-    proc.send_signal(2)
-    out, err = proc.communicate(timeout=30)
+    log = tmp_path / "bringup.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "m3_ros.bringup",
+                "--params-file",
+                str(bad),
+                "--nodes",
+                "memory_server,nav_bridge",
+            ],
+            stderr=subprocess.STDOUT,
+            stdout=out,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        while "restart in" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(2)
+        proc.wait(timeout=30)
+    err = log.read_text()
     assert proc.returncode == 0
     assert "nav_bridge exited" in err and "restart in" in err
     assert "memory_server exited" not in err

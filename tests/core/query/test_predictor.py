@@ -120,3 +120,18 @@ def test_load_from_folder(memory_dir):
     (chair,) = pred.ground("chair")
     np.testing.assert_allclose(chair.center, CHAIR_CENTER, atol=0.03)
     assert pred.memory.num_gaussians == 470
+
+
+def test_gaussian_cloud_coloured_by_relevancy(closed_predictor):
+    pred = closed_predictor
+    n = pred.memory.num_gaussians
+    rel = torch.linspace(0, 1, n)
+    pts, rgb = pred.gaussian_cloud(n, rel)
+    pts0, base = pred.gaussian_cloud(n)
+    np.testing.assert_array_equal(pts, pts0)
+    from matplotlib import colormaps
+
+    keep = np.isin(pred.memory.gaussians["means"].detach().numpy()[:, 0], pts[:, 0])
+    expect = colormaps["turbo"](rel.numpy()[keep])[:, :3]
+    np.testing.assert_allclose(rgb, expect, atol=1e-6)
+    assert not np.allclose(rgb, base)
