@@ -207,20 +207,28 @@ class TextEncoder:
         if name not in self._towers:
             from m3_core.extractors.registry import create_extractor
 
+            meta = self.meta(feature)
+            weights = self._weights_for(name, meta)
+            # the builder options the features were made with (e.g. arch/tag of a checkpoint)
+            opts = {k: v for k, v in meta.get("options", {}).items() if k in ("arch", "tag")}
             self._towers[name] = create_extractor(
-                name, weights=self._weights_for(name), device=self.device
+                name, weights=weights, device=self.device, **opts
             )
         return self._towers[name]
 
-    def _weights_for(self, name: str) -> Path | None:
-        """``weights_dir/<name>`` or ``weights_dir/<name>.<ext>`` if present, else None (the
-        extractor then looks in ``$M3_WEIGHTS_DIR`` and its own offline cache)."""
+    def _weights_for(self, name: str, meta: dict[str, Any]) -> Path | None:
+        """``weights_dir/<name>`` or ``weights_dir/<name>.<ext>`` if present; else the local
+        weights the features were extracted with (``meta.json`` "source": text and image
+        embeddings must come from the same model); else None (the extractor then looks in
+        ``$M3_WEIGHTS_DIR`` and its own offline cache)."""
         from m3_core.extractors.weights import WEIGHT_SUFFIXES
 
-        if self.weights_dir is None:
-            return None
-        base = Path(self.weights_dir).expanduser()
-        for cand in (base / name, *(base / f"{name}{s}" for s in WEIGHT_SUFFIXES)):
-            if cand.exists():
-                return cand
+        if self.weights_dir is not None:
+            base = Path(self.weights_dir).expanduser()
+            for cand in (base / name, *(base / f"{name}{s}" for s in WEIGHT_SUFFIXES)):
+                if cand.exists():
+                    return cand
+        source = meta.get("source")
+        if isinstance(source, str) and source and Path(source).expanduser().exists():
+            return Path(source).expanduser()
         return None
