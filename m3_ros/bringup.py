@@ -17,12 +17,23 @@ from pathlib import Path
 
 from m3_ros.nodes import NODES
 
-DEFAULT_PARAMS = Path(__file__).resolve().parents[1] / "config" / "m3_params.yaml"
+
+def default_params_file() -> str:
+    """config/m3_params.yaml of the installed package (share/m3_ros), else of this checkout."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory("m3_ros")) / "config" / "m3_params.yaml"
+        if installed.is_file():
+            return str(installed)
+    except (ImportError, LookupError, ValueError):
+        pass
+    return str(Path(__file__).resolve().parents[1] / "config" / "m3_params.yaml")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="m3-bringup", description=__doc__.splitlines()[0])
-    p.add_argument("--params-file", default=str(DEFAULT_PARAMS), help="node parameters (YAML)")
+    p.add_argument("--params-file", default=None, help="node parameters (YAML)")
     p.add_argument("--memory-path", default="", help="memory folder for the memory server")
     p.add_argument("--use-sim-time", action="store_true", help="use /clock")
     p.add_argument("--nodes", default=",".join(NODES), help=f"comma list of {', '.join(NODES)}")
@@ -41,6 +52,7 @@ def node_command(name: str, args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.params_file = args.params_file or default_params_file()
     names = [n.strip() for n in args.nodes.split(",") if n.strip()]
     unknown = sorted(set(names) - set(NODES))
     if unknown or not Path(args.params_file).is_file():
