@@ -66,6 +66,7 @@ if [ "$(cat "$VENV/.m3-interfaces" 2>/dev/null)" != "$iface_hash" ] \
   log "building the m3_ros interfaces"
   export AMENT_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH" LD_LIBRARY_PATH="$VENV/lib:${LD_LIBRARY_PATH:-}"
   BUILD="$ROOT/build/venv"
+  mkdir -p "$BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DM3_INTERFACES_ONLY=ON -DBUILD_TESTING=OFF \
     -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
     -DPython3_EXECUTABLE="$VENV/bin/python" -DPython3_FIND_VIRTUALENV=ONLY >"$ROOT/build/cmake.log" 2>&1 \
