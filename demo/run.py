@@ -1,0 +1,440 @@
+"""``python -m demo.run``: the whole product on a simulated quadruped, end to end.
+
+Stages (each printed with its wall time):
+
+1. scene    render the walk of the simulated robot (:mod:`demo.sim_robot`)
+2. nodes    start collector, trainer, memory_server, nav_bridge as separate processes
+3. collect  publish the walk at the robot's rate; the collector keeps keyframes
+4. extract  foundation-model features of the keyframes at camera resolution (``m3_core``'s
+            ``extract_features``, the call the trainer makes for missing features)
+5. train    a ``TrainMemory`` goal (M3 trained on CPU at ``--train-size``); feedback shown
+6. serve    the trainer asks the memory server to load the new memory
+7. ground   GroundObject for every object in the room and one that is absent; the nav
+            bridge turns each into a stand-off goal on /goal_pose
+8. report   OUT/report: map.png, views.png, summary.json, summary.md (:mod:`demo.report`)
+
+Re-running is safe: the products of an earlier demo run in OUT (recordings, memory, logs,
+report) are removed first; a non-empty OUT that is not a demo folder is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from demo import scene
+from demo.stack import NodeStack, isolate_ros, write_params
+
+MARKER = ".m3_demo"
+PRODUCTS = ("recordings", "trainer_recordings", "memories", "memory", "logs", "report")
+RECORDING = "walk"
+HIT_RADIUS = 0.3  # metres
+# Grounding threshold per feature model (absent: the memory server's default, 0.5). effnet's
+# "text" is a closed 1000-class vocabulary that m3_core scores as a softmax over cosines at a
+# fixed temperature 0.1; there a clear object scores only ~2x the uniform 1/1000 and no
+# threshold separates it from the background (measured on this scene). The classifier's own
+# scale is ~0.01-0.03: at T = 0.01, min_score 0.3 grounds the cat and the tripod within 0.2 m.
+MIN_SCORE: dict[str, float] = {}
+
+
+class Stages:
+    """Prints numbered stages and records their wall times (seconds)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.k, self.times = total, 0, {}
+        self.t0 = time.monotonic()
+
+    def start(self, name: str, what: str) -> None:
+        self.k += 1
+        self.name, self.t = name, time.monotonic()
+        print(f"\n[{self.k}/{self.total}] {name}: {what}", flush=True)
+
+    def done(self, note: str = "") -> None:
+        dt = time.monotonic() - self.t
+        self.times[self.name] = round(dt, 2)
+        print(f"    done in {dt:.1f} s{'  ' + note if note else ''}", flush=True)
+
+
+def say(text: str) -> None:
+    print(f"    {text}", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m demo.run", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument("--frames", type=int, default=120, help="frames the robot publishes")
+    p.add_argument("--iterations", type=int, default=1000, help="training steps")
+    p.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"),
+                   help="camera image size (features are extracted at this size)")  # fmt: skip
+    p.add_argument("--train-size", type=int, nargs=2, default=(160, 120), metavar=("W", "H"),
+                   help="training image size (the trainer's max_image_size)")  # fmt: skip
+    p.add_argument("--rate", type=float, default=10.0, help="camera frames per second")
+    p.add_argument("--features", default="effnet", help="feature model: effnet | clip")
+    p.add_argument("--weights-dir", default="", help="local model weights (for clip)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="grounding relevancy threshold (default: see MIN_SCORE)")  # fmt: skip
+    p.add_argument("--from-bag", default="", help="replay this rosbag2 walk instead")
+    p.add_argument("--quick", action="store_true", help="a fast, rough run (smoke test)")
+    p.add_argument("--timeout", type=float, default=1200.0, help="training time limit (s)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.frames, args.iterations = min(args.frames, 48), min(args.iterations, 300)
+    if args.features == "clip" and not args.weights_dir:
+        p.error("--features clip needs --weights-dir DIR with the CLIP weights")
+    return args
+
+
+def prepare_out(out: Path) -> None:
+    """Create OUT, or clean the products of an earlier demo run in it (module doc)."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise SystemExit(f"demo: {out} is not empty and not a demo output folder; use --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("m3 demo output folder (safe to delete)\n")
+    for name in PRODUCTS:
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+
+
+def node_params(args: argparse.Namespace, out: Path) -> dict[str, dict]:
+    w, h = args.train_size
+    return {
+        "collector": {
+            "depth_topic": "/camera/depth",
+            "output_dir": str(out / "recordings"),
+            "recording_id": RECORDING,
+            "stream_keyframes": False,  # trainer on this host: the goal names the folder
+        },
+        "trainer": {
+            "recordings_dir": str(out / "trainer_recordings"),
+            "memories_dir": str(out / "memories"),
+            "features": [args.features],
+            "weights_dir": args.weights_dir,
+            "iterations": int(args.iterations),
+            "device": "cpu",
+            "max_image_size": [int(w), int(h)],
+        },
+        "memory_server": {
+            "device": "cpu",
+            "weights_dir": args.weights_dir,
+            "min_score": float(min_score(args)),
+        },
+        "nav_bridge": {"standoff_distance": 0.8},
+    }
+
+
+def min_score(args: argparse.Namespace) -> float:
+    """--min-score, else the measured per-model default (0: the server's own default)."""
+    return args.min_score if args.min_score is not None else MIN_SCORE.get(args.features, 0.0)
+
+
+def extract(args: argparse.Namespace, rec: Path) -> dict:
+    """Features at the camera's resolution, with the library call the trainer makes (which
+    would extract at the training size, where effnet no longer recognises the objects)."""
+    from m3_core.data import load_dataset
+    from m3_core.extractors.extract import extract_features
+
+    weights = None
+    if args.weights_dir and (Path(args.weights_dir) / args.features).exists():
+        weights = str(Path(args.weights_dir) / args.features)
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - last[0] > 3.0 or done == total:
+            last[0] = time.monotonic()
+            say(f"extracted {done}/{total} frames")
+
+    ds = load_dataset(rec, max_size=None)
+    return extract_features(ds, args.features, weights=weights, device="cpu",
+                            on_progress=progress)  # fmt: skip
+
+
+def keyframe_count(root: Path) -> int:
+    f = root / "transforms.json"
+    try:
+        return len(json.loads(f.read_text())["frames"]) if f.exists() else 0
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def wait_until(pred, timeout: float, stack: NodeStack, what: str, poll: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        dead = stack.dead()
+        if dead:
+            raise SystemExit(f"demo: node {dead[0]} exited:\n{stack.tail(dead[0])}")
+        time.sleep(poll)
+    raise SystemExit(f"demo: timed out waiting for {what}")
+
+
+def collect(client, args, frames, stack: NodeStack, rec: Path) -> dict:
+    from demo import sim_robot
+
+    pub = sim_robot.WalkPublisher(client.node)
+    wait_until(lambda: pub.subscribers() > 0, 60, stack, "the collector to subscribe")
+    time.sleep(1.0)  # let discovery settle for all four topics
+
+    def progress(k: int, n: int | None = None) -> None:
+        if k % 20 == 0 or k == n:
+            of = f"/{n}" if n else ""
+            say(f"published {k}{of} frames, keyframes {keyframe_count(rec)}")
+
+    t0 = time.monotonic()
+    if args.from_bag:
+        from demo import bag
+
+        n = sim_robot.replay(pub, bag.read_bag(args.from_bag), on_frame=progress)
+    else:
+        sim_robot.publish_frames(pub, frames, args.rate, on_frame=progress)
+        n = len(frames)
+    publish_s = time.monotonic() - t0
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 2.0:  # until the writer has caught up
+        k = keyframe_count(rec)
+        if k != last:
+            last, stable_since = k, time.monotonic()
+        time.sleep(0.2)
+    return {"published": n, "keyframes": last, "publish_s": round(publish_s, 2)}
+
+
+def train(client, args, rec: Path, out: Path, stack: NodeStack) -> tuple[object, dict]:
+    from m3_ros.action import TrainMemory
+
+    goal = TrainMemory.Goal(
+        dataset_path=str(rec.resolve()),
+        recording_id=RECORDING,
+        features=[args.features],
+        iterations=int(args.iterations),
+        device="cpu",
+        output_path=str((out / "memory").resolve()),
+    )
+    stage_times: dict[str, float] = {}
+    state = {"stage": "", "t": time.monotonic(), "printed": 0.0}
+
+    def feedback(fb) -> None:
+        now = time.monotonic()
+        if fb.stage != state["stage"]:
+            if state["stage"]:  # a stage may recur (checkpoint "saving" mid-training)
+                prev = stage_times.get(state["stage"], 0.0)
+                stage_times[state["stage"]] = round(prev + now - state["t"], 2)
+            state.update(stage=fb.stage, t=now, printed=0.0)
+        if now - state["printed"] < 3.0 and fb.step != fb.total:
+            return
+        state["printed"] = now
+        eta = f"ETA {fb.eta_seconds:.0f} s" if fb.eta_seconds == fb.eta_seconds else ""
+        extra = ""
+        if fb.stage == "training":
+            extra = f"loss {fb.loss:.4f}  PSNR {fb.psnr:.1f} dB  {fb.num_gaussians} Gaussians"
+        say(f"{fb.stage:<12} {fb.step:>5}/{fb.total:<5} {extra}  {eta}")
+
+    result = client.train("/trainer/train_memory", goal, feedback, timeout=args.timeout)
+    if state["stage"]:
+        prev = stage_times.get(state["stage"], 0.0)
+        stage_times[state["stage"]] = round(prev + time.monotonic() - state["t"], 2)
+    if result is None or not result.success:
+        why = result.message if result is not None else "no result (timeout or rejected)"
+        raise SystemExit(f"demo: training failed: {why}\n{stack.tail('trainer')}")
+    return result, stage_times
+
+
+def ground_all(client, labels: list[str], absent: str) -> tuple[list[dict], list[float]]:
+    from m3_ros.srv import GroundObject
+
+    answers, latencies = [], []
+    for text in labels + [absent]:
+        t0 = time.perf_counter()
+        res = client.call(GroundObject, "/memory_server/ground_object",
+                          GroundObject.Request(text=text, max_results=3))  # fmt: skip
+        latencies.append((time.perf_counter() - t0) * 1000)
+        objs = []
+        if res is not None and res.success:
+            for o in res.objects:
+                c = o.center.pose.position
+                objs.append({"score": float(o.score), "center": [c.x, c.y, c.z],
+                             "size": [o.size.x, o.size.y, o.size.z],
+                             "num_gaussians": int(o.num_gaussians)})  # fmt: skip
+        msg = res.message if res is not None else "no answer"
+        answers.append({"query": text, "present": text != absent, "objects": objs, "msg": msg})
+    return answers, latencies
+
+
+def navigate(client, labels: list[str], stack: NodeStack) -> list[dict]:
+    from geometry_msgs.msg import PoseStamped
+    from std_msgs.msg import String
+
+    goals = client.collect(PoseStamped, "/goal_pose")
+    status = client.collect(String, "/nav_bridge/status")
+    cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
+    wait_until(lambda: cmd.get_subscription_count() > 0, 30, stack, "the nav bridge")
+    out = []
+    for text in labels:
+        n_goals, n_status = len(goals), len(status)
+        cmd.publish(String(data=text))
+        deadline = time.monotonic() + 20
+        while len(status) == n_status and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        goal = None
+        if len(goals) > n_goals:
+            p, q = goals[-1].pose.position, goals[-1].pose.orientation
+            goal = {"x": p.x, "y": p.y, "quat_xyzw": [q.x, q.y, q.z, q.w]}
+        said = status[-1].data if len(status) > n_status else "no status"
+        say(f"nav bridge: {said}")
+        out.append({"query": text, "goal": goal, "status": said})
+    return out
+
+
+def score_grounding(answers: list[dict], truth: list[dict]) -> list[dict]:
+    """Per query: error of the top answer's centre to the true centre (m) and hit/miss."""
+    import numpy as np
+
+    by_label = {t["label"]: t for t in truth}
+    rows = []
+    for a in answers:
+        row = {"query": a["query"], "present": a["present"], "answered": bool(a["objects"])}
+        top = a["objects"][0] if a["objects"] else None
+        if top is not None:
+            row.update(score=round(top["score"], 4), center=[round(v, 3) for v in top["center"]])
+        if a["present"]:
+            t = np.array(by_label[a["query"]]["center"])
+            if top is not None:
+                err = np.array(top["center"]) - t
+                row["error_m"] = round(float(np.linalg.norm(err)), 3)
+                row["error_xy_m"] = round(float(np.linalg.norm(err[:2])), 3)
+            row["hit"] = top is not None and row["error_m"] <= HIT_RADIUS
+        else:
+            row["correct"] = top is None  # an absent object must get no answer
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out).expanduser().resolve()
+    prepare_out(out)
+    isolate_ros(out / "logs" / "ros")
+    st = Stages(8)
+    objects = scene.demo_objects()
+    labels = [o.label for o in objects]
+    print(f"m3 demo -> {out}\n  objects: {', '.join(labels)}; absent: {scene.ABSENT_QUERY}; "
+          f"features: {args.features}; {args.frames} frames at {args.size[0]}x{args.size[1]}; "
+          f"{args.iterations} training steps on CPU")  # fmt: skip
+
+    st.start("scene", "render the simulated quadruped's walk")
+    frames = []
+    if not args.from_bag:
+        from demo.sim_robot import render_walk
+
+        def prog(k: int, n: int) -> None:
+            if k % 30 == 0 or k == n:
+                say(f"rendered {k}/{n}")
+
+        frames = render_walk(args.frames, *args.size, on_frame=prog)
+    st.done()
+
+    st.start("nodes", "start collector, trainer, memory_server, nav_bridge")
+    params = write_params(out / "params.yaml", node_params(args, out))
+    stack = NodeStack(params, out / "logs")
+    stack.start()
+    from demo.client import DemoClient
+
+    client = DemoClient()
+    try:
+        st.done(f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, logs in {out / 'logs'}")
+        rec = out / "recordings" / RECORDING
+        st.start("collect", f"publish the walk at {args.rate:g} Hz; collector keeps keyframes")
+        collected = collect(client, args, frames, stack, rec)
+        st.done(f"{collected['keyframes']} keyframes of {collected['published']} frames")
+        if collected["keyframes"] < 10:
+            why = f"only {collected['keyframes']} keyframes"
+            raise SystemExit(f"demo: {why}\n{stack.tail('collector')}")
+
+        st.start("extract", f"{args.features} features of the keyframes at {args.size[0]}x"
+                 f"{args.size[1]}")  # fmt: skip
+        ext = extract(args, rec)
+        st.done(f"feature grid {ext['grid']}, {ext['dim']}-d")
+
+        st.start("train", "TrainMemory action: load, build PSC, train M3")
+        result, train_stages = train(client, args, rec, out, stack)
+        st.done(f"{result.message}; {result.num_gaussians} Gaussians; PSNR {result.psnr:.1f} dB")
+
+        st.start("serve", "memory server loads the new memory")
+        from m3_ros.srv import GroundObject
+
+        def loaded() -> bool:
+            r = client.call(GroundObject, "/memory_server/ground_object",
+                            GroundObject.Request(text=labels[0]), timeout=30)  # fmt: skip
+            return r is not None and r.success
+
+        wait_until(loaded, 120, stack, "the memory server to load the memory", poll=0.5)
+        st.done()
+
+        st.start("ground", "ground each object (and one absent) -> nav bridge goals")
+        answers, latencies = ground_all(client, labels, scene.ABSENT_QUERY)
+        truth = scene.ground_truth(objects)
+        rows = score_grounding(answers, truth)
+        for r in rows:
+            if r["present"]:
+                err = f"error {r['error_m']:.2f} m" if "error_m" in r else "no answer"
+                say(f"{r['query']:<14} {err:<16} {'HIT' if r['hit'] else 'miss'}")
+            else:
+                verdict = "no answer: correct" if r["correct"] else "answered: wrong"
+                say(f"{r['query']:<14} (absent) {verdict}")
+        found = [r["query"] for r in rows if r["present"] and r["answered"]]
+        goals = navigate(client, found, stack)
+        st.done(f"median query latency {statistics.median(latencies):.0f} ms")
+    finally:
+        client.close()
+        stack.stop()
+
+    st.start("report", "map, views and summary")
+    from demo import report
+
+    summary = {
+        "features": args.features,
+        "frames": collected["published"],
+        "keyframes": collected["keyframes"],
+        "image_size": list(args.size),
+        "train_size": list(args.train_size),
+        "min_score": min_score(args),
+        "iterations": int(args.iterations),
+        "num_gaussians": int(result.num_gaussians),
+        "psnr_db": round(float(result.psnr), 2),
+        "grounding": rows,
+        "hits": sum(bool(r.get("hit")) for r in rows),
+        "present": sum(r["present"] for r in rows),
+        "absent_correct": all(r.get("correct", True) for r in rows),
+        "goals": goals,
+        "answers": answers,
+        "timings_s": {
+            **st.times,
+            "train_stages": train_stages,
+            "publish": collected["publish_s"],
+        },  # fmt: skip
+        "query_latency_ms": {
+            "median": round(statistics.median(latencies), 1),
+            "max": round(max(latencies), 1),
+        },  # fmt: skip
+        "truth": truth,
+    }
+    files = report.make_report(out / "report", out / "memory", rec, summary)
+    st.done()
+    summary["timings_s"]["report"] = st.times["report"]
+    summary["timings_s"]["total"] = round(time.monotonic() - st.t0, 1)
+    report.write_summary(out / "report", summary)
+    print(f"\n{summary['hits']}/{summary['present']} objects grounded within {HIT_RADIUS} m; "
+          f"absent object {'not answered (correct)' if summary['absent_correct'] else 'answered'}"
+          f"; total {summary['timings_s']['total']:.0f} s")  # fmt: skip
+    print("report: " + ", ".join(str(f) for f in files + [out / "report" / "summary.md"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

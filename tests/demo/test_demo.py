@@ -1,0 +1,61 @@
+"""The demo end to end, shrunken: few frames, few steps, small images. The real nodes run
+as processes; the test checks that every stage ran and the report is complete and
+well-formed (not the grounding accuracy, which needs the full-size run). Re-running in the
+same folder is covered by test_parts' prepare_out test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytest.importorskip("rclpy")
+pytest.importorskip("efficientnet_lite_pytorch")
+
+SUMMARY_KEYS = {
+    "features", "frames", "keyframes", "image_size", "train_size", "iterations",
+    "num_gaussians", "psnr_db", "grounding", "hits", "present", "absent_correct", "goals",
+    "answers", "timings_s", "query_latency_ms", "truth", "views", "min_score",
+}  # fmt: skip
+STAGES = {"scene", "nodes", "collect", "extract", "train", "serve", "ground", "report"}
+
+
+def run_demo(out, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "demo.run", "--out", str(out), "--frames", "24",
+           "--iterations", "40", "--size", "128", "96", "--train-size", "64", "48",
+           "--rate", "20", *extra]  # fmt: skip
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+
+
+def test_shrunken_demo_writes_a_complete_report(tmp_path):
+    out = tmp_path / "demo"
+    proc = run_demo(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for k, stage in enumerate(["scene", "nodes", "collect", "extract", "train"], 1):
+        assert f"[{k}/8] {stage}" in proc.stdout
+    assert "training " in proc.stdout and "ETA" in proc.stdout  # action feedback shown
+    report = out / "report"
+    for name in ("map.png", "views.png", "summary.json", "summary.md"):
+        assert (report / name).stat().st_size > 0, name
+    assert (report / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    s = json.loads((report / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(s)
+    assert STAGES <= set(s["timings_s"]) and s["timings_s"]["total"] > 0
+    assert s["keyframes"] >= 10 and s["iterations"] == 40 and s["frames"] == 24
+    labels = [t["label"] for t in s["truth"]]
+    assert [r["query"] for r in s["grounding"]] == labels + ["grand piano"]
+    for r in s["grounding"]:
+        assert isinstance(r["answered"], bool)
+        if r["present"]:
+            assert isinstance(r["hit"], bool)
+            assert ("error_m" in r) == r["answered"]
+        else:
+            assert isinstance(r["correct"], bool)
+    assert s["present"] == len(labels) and 0 <= s["hits"] <= len(labels)
+    assert s["query_latency_ms"]["median"] > 0
+    assert "| query | present |" in (report / "summary.md").read_text()
+    assert len(s["views"]) >= 1
