@@ -175,4 +175,11 @@ class EffNetExtractor(FeatureExtractor):
         return list(self.classes)
 
     def meta(self) -> dict[str, Any]:
-        return {**super().meta(), "backend": "efficientnet_lite_pytorch", "source": self.source}
+        # cosines between head activations and classifier rows spread over ~0.02-0.05, so the
+        # softmax over the 1000 classes needs a sharper temperature than CLIP's 0.1
+        return {
+            **super().meta(),
+            "backend": "efficientnet_lite_pytorch",
+            "source": self.source,
+            "relevancy_temperature": 0.01,
+        }

@@ -126,7 +126,11 @@ class MemoryPredictor:
                 f"decodes {feats.shape[1]}-d features (vocabulary/extractor mismatch)"
             )
         kw = {k: v.to(feats.device) for k, v in kw.items()}
-        return RelevancyScorer(feats, temperature=cfg.temperature, **kw)
+        # a feature source may know its own scale (meta.json "relevancy_temperature")
+        temperature = float(
+            self.text_encoder.meta(name).get("relevancy_temperature", cfg.temperature)
+        )
+        return RelevancyScorer(feats, temperature=temperature, **kw)
 
     def prepare(self, features: list[str] | None = None) -> None:
         """Build the caches now (otherwise the first query of each feature pays for them)."""

@@ -59,18 +59,22 @@ def test_scorer_equals_definition(closed: bool, member: bool):
     others = torch.randn(7, 32, generator=g)
     text = others[2] * 5.0 if member else torch.randn(32, generator=g)
     kw = {"vocabulary": others} if closed else {"negatives": others}
-    scorer = RelevancyScorer(feats, temperature=0.07, chunk=300, **kw)
+    scorer = RelevancyScorer(feats, temperature=0.07, chunk=300, half_queries=False, **kw)
     fn = relevancy_closed if closed else relevancy_open
     want = fn(feats, text, others, 0.07)
     got = scorer(text)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert got.shape == (1000,) and float(got.min()) >= 0.0 and float(got.max()) <= 1.0
+    # the fast path: float16 features for the per-query product (cosine error ~1e-3 at most,
+    # i.e. logits off by ~1e-3 / 0.07; scores stay within 1e-2)
+    fast = RelevancyScorer(feats, temperature=0.07, chunk=300, half_queries=True, **kw)(text)
+    torch.testing.assert_close(fast, want, rtol=0, atol=1e-2)
 
 
 def test_closed_scores_sum_to_one_over_vocabulary():
     g = torch.Generator().manual_seed(2)
     vocab, feats = torch.randn(5, 8, generator=g), torch.randn(50, 8, generator=g)
-    scorer = RelevancyScorer(feats, vocabulary=vocab, temperature=0.2)
+    scorer = RelevancyScorer(feats, vocabulary=vocab, temperature=0.2, half_queries=False)
     total = sum(scorer(vocab[k]) for k in range(5))
     torch.testing.assert_close(total, torch.ones(50), rtol=1e-5, atol=1e-5)
 
