@@ -26,7 +26,7 @@ def default_params_file() -> str:
         installed = Path(get_package_share_directory("m3_ros")) / "config" / "m3_params.yaml"
         if installed.is_file():
             return str(installed)
-    except (ImportError, LookupError, ValueError):
+    except (ImportError, LookupError, ValueError, OSError):  # no ament index: a checkout
         pass
     return str(Path(__file__).resolve().parents[1] / "config" / "m3_params.yaml")
 
