@@ -48,6 +48,20 @@ def _tile_origin(t, n_tiles_img, tiles_x, tile_size):
 
 
 @njit(cache=True, inline="always")
+def _offset_sigma(g, k, pxc, pyc):
+    """(dx, dy, sigma) of tile Gaussian ``k`` at pixel centre (pxc, pyc); sigma = -1 when the
+    pixel is outside its box column or its alpha cannot reach 1/255 (sigma above g[k, 6])."""
+    dx = g[k, 0] - pxc
+    if abs(dx) > g[k, 7]:
+        return dx, 0.0, -1.0
+    dy = g[k, 1] - pyc
+    sigma = 0.5 * (g[k, 2] * dx * dx + g[k, 4] * dy * dy) + g[k, 3] * dx * dy
+    if sigma < 0.0 or sigma > g[k, 6]:
+        return dx, dy, -1.0
+    return dx, dy, sigma
+
+
+@njit(cache=True, inline="always")
 def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, radii, colors):
     n = end - start
     n_ch = colors.shape[1]
@@ -108,12 +122,8 @@ def composite_forward(
                 acc[:] = 0.0
                 for j in range(m):
                     k = rows[j]
-                    dx = g[k, 0] - pxc
-                    if abs(dx) > g[k, 7]:
-                        continue
-                    dy = g[k, 1] - pyc
-                    sigma = 0.5 * (g[k, 2] * dx * dx + g[k, 4] * dy * dy) + g[k, 3] * dx * dy
-                    if sigma < 0.0 or sigma > g[k, 6]:
+                    dx, dy, sigma = _offset_sigma(g, k, pxc, pyc)
+                    if sigma < 0.0:
                         continue
                     alpha = min(ALPHA_MAX, g[k, 5] * math.exp(-sigma))
                     if alpha < ALPHA_MIN:
@@ -190,12 +200,8 @@ def composite_backward(
                     k = rows[j]
                     if k > last:
                         continue
-                    dx = g[k, 0] - pxc
-                    if abs(dx) > g[k, 7]:
-                        continue
-                    dy = g[k, 1] - pyc
-                    sigma = 0.5 * (g[k, 2] * dx * dx + g[k, 4] * dy * dy) + g[k, 3] * dx * dy
-                    if sigma < 0.0 or sigma > g[k, 6]:
+                    dx, dy, sigma = _offset_sigma(g, k, pxc, pyc)
+                    if sigma < 0.0:
                         continue
                     vis = math.exp(-sigma)
                     raw = g[k, 5] * vis
