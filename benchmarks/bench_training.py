@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -54,8 +55,10 @@ def main() -> None:
             save_every=0,
             **VARIANTS[name],
         )
+        out = work / f"mem_{name}"
+        shutil.rmtree(out, ignore_errors=True)  # a kept folder would resume, not retrain
         t0 = time.perf_counter()
-        res = Trainer(ds, cfg, work / f"mem_{name}").run()
+        res = Trainer(ds, cfg, out).run()
         wall = time.perf_counter() - t0
         m = evaluate(res.memory, ds, ds.test_indices)
         f = m["features"]["labels"]
