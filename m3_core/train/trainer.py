@@ -247,6 +247,7 @@ class Trainer:
             ckpt.save_train_state(self.out_dir, step, optimizers, state)
 
         t0, step, loss_ema, cancelled = time.perf_counter(), start, float("nan"), False
+        train_psnr = float("nan")
         order = torch.randperm(len(self.train_ids), generator=self.gen).tolist()
         for step in range(start, cfg.iterations):
             if self.should_stop():
@@ -268,10 +269,17 @@ class Trainer:
             loss_ema = lv if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * lv
             done = step + 1 - start
             eta = (time.perf_counter() - t0) / done * (cfg.iterations - step - 1)
-            p = psnr(out.rgb, gt) if step % 10 == 0 else float("nan")
+            if step % 10 == 0:  # training-view PSNR of the current step, refreshed every 10
+                train_psnr = psnr(out.rgb, gt)
             self.on_progress(
                 Progress(
-                    "training", step + 1, cfg.iterations, loss_ema, p, memory.num_gaussians, eta
+                    "training",
+                    step + 1,
+                    cfg.iterations,
+                    loss_ema,
+                    train_psnr,
+                    memory.num_gaussians,
+                    eta,
                 )
             )
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.iterations:
