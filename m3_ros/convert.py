@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from geometry_msgs.msg import Point, Pose, PoseStamped
+from geometry_msgs.msg import Point, Pose, PoseStamped, Transform
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
 
@@ -95,6 +95,12 @@ def pose_to_matrix(pose: Pose) -> torch.Tensor:
     """geometry_msgs/Pose -> [4, 4] float64 (refuses NaN and non-unit quaternions)."""
     p, q = pose.position, pose.orientation
     return pose_matrix([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
+
+
+def transform_to_matrix(tf: Transform) -> torch.Tensor:
+    """geometry_msgs/Transform (a tf2 lookup) -> [4, 4] float64, checked like a pose."""
+    v, q = tf.translation, tf.rotation
+    return pose_matrix([v.x, v.y, v.z], [q.x, q.y, q.z, q.w], what="transform")
 
 
 def matrix_to_pose_msg(m: torch.Tensor) -> Pose:

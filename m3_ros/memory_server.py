@@ -4,10 +4,14 @@ configure loads the memory (and the text encoders) into a ``MemoryPredictor``; c
 them; queries are refused unless the node is active. Renders run in their own callback group
 on a MultiThreadedExecutor, so a long render never blocks the other services (the
 predictor is read-only and thread-safe; loading swaps it in one assignment). Grounded
-objects are published as rviz markers; the Gaussians as a PointCloud2 (map frame).
+objects are published as rviz markers; the Gaussians as a PointCloud2 (map frame). New
+memories arrive from the trainer on ``memory_topic`` (any host; ``m3_ros.memory_delivery``)
+or by path through ``~/load_memory``; the answers themselves are in ``m3_ros.memory_services``.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
@@ -17,7 +21,8 @@ from visualization_msgs.msg import MarkerArray
 
 from m3_core.errors import InvalidInputError, M3Error
 from m3_ros import convert, markers
-from m3_ros.msg import GroundedObject
+from m3_ros import memory_services as answers
+from m3_ros.memory_delivery import MemoryInbox
 from m3_ros.node_utils import guarded_service, run_node
 from m3_ros.srv import GroundObject, LoadMemory, QueryText, RenderFeatureAt
 
@@ -33,6 +38,9 @@ PARAMS = {
     "cloud_max_points": 50_000,
     "cloud_color": "rgb",  # rgb | relevancy (recoloured after each GroundObject)
     "autostart": True,  # configure + activate at start-up (no lifecycle manager needed)
+    "memory_topic": "/trainer/memory",  # memories announced by the trainer; empty: ignore
+    "memories_dir": "received_memories",  # where memories from other hosts are unpacked
+    "shared_filesystem": True,  # load the trainer's folder in place when visible here
 }
 
 
@@ -42,7 +50,7 @@ class MemoryServer(LifecycleNode):
         for name, default in PARAMS.items():
             self.declare_parameter(name, default)
         self.predictor = None
-        self.active = False
+        self.active = self.held = False  # held: deactivated on request (lifecycle manager)
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
         self.marker_pub = self.create_publisher(MarkerArray, "~/grounded_markers", latched)
         self.cloud_pub = self.create_publisher(PointCloud2, "~/gaussians", latched)
@@ -63,7 +71,15 @@ class MemoryServer(LifecycleNode):
             self.on_load,
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
-        if self.get_parameter("autostart").value:
+        if self.p("memory_topic"):
+            self.inbox = MemoryInbox(
+                self,
+                self.p("memory_topic"),
+                self.p("memories_dir"),
+                self._load,
+                shared_filesystem=self.p("shared_filesystem"),
+            )
+        if self.p("autostart"):
             self.trigger_configure()
             if self.predictor is not None:
                 self.trigger_activate()
@@ -82,11 +98,13 @@ class MemoryServer(LifecycleNode):
         self._publish_cloud(predictor)
         n = predictor.memory.num_gaussians
         self.get_logger().info(f"loaded memory {path}: {n} Gaussians")
+        if self.p("autostart") and not self.held:
+            self.active = True  # a memory arriving later activates an autostarted server
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         path = self.p("memory_path")
         if not path:
-            self.get_logger().warning("no memory_path yet: call ~/load_memory when one is trained")
+            self.get_logger().warning("no memory_path: waiting for the trainer or ~/load_memory")
             return TransitionCallbackReturn.SUCCESS
         try:
             self._load(path)
@@ -96,11 +114,11 @@ class MemoryServer(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        self.active = True
+        self.active, self.held = True, False
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self.active = False
+        self.active, self.held = False, True
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -115,79 +133,39 @@ class MemoryServer(LifecycleNode):
         return self.predictor
 
     # -- services ---------------------------------------------------------------------------
+    def settings(self) -> answers.ServeSettings:
+        names = [f.name for f in dataclasses.fields(answers.ServeSettings)]
+        return answers.ServeSettings(**{n: self.p(n) for n in names})
+
     @guarded_service
     def on_load(self, req: LoadMemory.Request, res: LoadMemory.Response):
         self._load(req.path)
-        if not self.active:
-            self.active = True  # a memory arriving later activates an autostarted server
         res.success, res.num_gaussians = True, self.predictor.memory.num_gaussians
         res.message = f"loaded {req.path}"
         return res
 
     @guarded_service
     def on_ground(self, req: GroundObject.Request, res: GroundObject.Response):
-        pred = self.ready()
-        objects = pred.ground(
-            req.text,
-            feature=req.feature or self.p("default_feature") or None,
-            min_score=req.min_score or self.p("min_score") or None,
-            max_results=req.max_results or self.p("max_results"),
-        )
-        frame, stamp = self.p("world_frame"), self.get_clock().now().to_msg()
-        res.objects = [
-            convert.grounded_object_msg(o, frame, stamp, GroundedObject) for o in objects
-        ]
-        res.success, res.message = True, f"{len(objects)} object(s) for {req.text!r}"
-        self.marker_pub.publish(markers.grounded_markers(objects, frame, stamp))
+        pred, s, stamp = self.ready(), self.settings(), self.get_clock().now().to_msg()
+        res, objects = answers.ground(pred, req, res, s, stamp)
+        self.marker_pub.publish(markers.grounded_markers(objects, s.world_frame, stamp))
         if self.p("cloud_color") == "relevancy":
-            feature = req.feature or self.p("default_feature") or None
+            feature = req.feature or s.default_feature or None
             self._publish_cloud(pred, pred.relevancy(req.text, feature))
         return res
+
+    @guarded_service
+    def on_query(self, req: QueryText.Request, res: QueryText.Response):
+        return answers.query(self.ready(), req, res, self.settings())
+
+    @guarded_service
+    def on_render(self, req: RenderFeatureAt.Request, res: RenderFeatureAt.Response):
+        return answers.render(self.ready(), req, res, self.settings())
 
     def _publish_cloud(self, pred, relevancy=None) -> None:
         pts, rgb = pred.gaussian_cloud(self.p("cloud_max_points"), relevancy)
         stamp = self.get_clock().now().to_msg()
         self.cloud_pub.publish(convert.cloud_msg(pts, self.p("world_frame"), stamp, rgb))
-
-    @guarded_service
-    def on_query(self, req: QueryText.Request, res: QueryText.Response):
-        pred = self.ready()
-        feature = req.feature or self.p("default_feature") or None
-        camera = self._camera(req.camera_pose, req.camera_info) if req.render_relevancy else None
-        pts, scores = pred.top_points(req.text, feature=feature, k=req.top_k or 10)
-        image = pred.relevancy_image(req.text, camera, feature=feature) if camera else None
-        res.frame_id = self.p("world_frame")
-        res.points = [convert.point_msg(p) for p in pts]
-        res.scores = [float(s) for s in scores]
-        if image is not None:
-            res.relevancy = convert.array_to_image(image.astype("float32"), "32FC1")
-        res.success, res.message = True, f"{len(pts)} point(s)"
-        return res
-
-    @guarded_service
-    def on_render(self, req: RenderFeatureAt.Request, res: RenderFeatureAt.Response):
-        pred = self.ready()
-        camera = self._camera(req.camera_pose, req.camera_info)
-        out = pred.render(camera, list(req.features))
-        if req.include_rgb:
-            res.rgb = convert.array_to_image((out["rgb"] * 255).round().astype("uint8"), "rgb8")
-        if req.include_depth:
-            res.depth = convert.array_to_image(out["depth"].astype("float32"), "32FC1")
-        res.feature_names = list(req.features)
-        res.feature_maps = [convert.feature_map_msg(out[n]) for n in req.features]
-        res.success, res.message = True, f"rendered {camera.width}x{camera.height}"
-        return res
-
-    def _camera(self, pose_msg, info):
-        frame, world = pose_msg.header.frame_id, self.p("world_frame")
-        if frame and frame != world:
-            raise InvalidInputError(f"camera_pose is in {frame!r}; expected {world!r}")
-        cap = self.p("max_render_pixels")
-        if info.width * info.height > cap:
-            raise InvalidInputError(
-                f"render of {info.width}x{info.height} exceeds max_render_pixels {cap}"
-            )
-        return convert.camera_from_info(info, convert.pose_to_matrix(pose_msg.pose))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -43,6 +43,9 @@ def run_node(factory: Callable[[], rclpy.node.Node], args: list[str] | None = No
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except M3Error as exc:  # bad parameters: one readable line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if node is not None:
             node.destroy_node()
@@ -51,9 +54,9 @@ def run_node(factory: Callable[[], rclpy.node.Node], args: list[str] | None = No
     return 0
 
 
-def keyframe_qos(history: int) -> QoSProfile:
-    """Keyframe stream QoS: reliable and transient-local, so a trainer that starts (or
-    reconnects) late still receives the last ``history`` keyframes from the collector."""
+def latched_qos(history: int) -> QoSProfile:
+    """Reliable + transient-local QoS: a subscriber that starts (or reconnects) late still
+    receives the last ``history`` messages (keyframes for a trainer, memories for a server)."""
     return QoSProfile(
         depth=history,
         history=QoSHistoryPolicy.KEEP_LAST,

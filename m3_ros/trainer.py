@@ -5,7 +5,8 @@ host: keyframes streamed by the collector on ``keyframe_topic`` are written to
 ``recordings_dir/<recording_id>`` here (no shared filesystem needed); a goal names either a
 local ``dataset_path`` or a ``recording_id``. Feedback carries stage, step, loss, PSNR,
 Gaussian count and ETA; cancelling stops after the current step and keeps a resumable
-checkpoint. On success the memory server is asked to load the new memory.
+checkpoint. On success the memory is announced on ``~/memory`` (``m3_ros.memory_delivery``):
+memory servers on any host receive it, also ones that start later.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 
 from m3_core.errors import InvalidInputError, M3Error
-from m3_ros import convert
 from m3_ros.action import TrainMemory
+from m3_ros.keyframe_io import KeyframeReceiver
+from m3_ros.memory_delivery import archive_msg, memory_publisher
 from m3_ros.msg import Keyframe
-from m3_ros.node_utils import keyframe_qos, run_node
-from m3_ros.srv import LoadMemory
+from m3_ros.node_utils import latched_qos, run_node
 
 PARAMS = {
     "recordings_dir": "recordings",  # streamed keyframes land here
@@ -38,7 +39,7 @@ PARAMS = {
     "iterations": 0,  # 0: the preset's
     "device": "auto",
     "max_image_size": [640, 480],
-    "load_service": "/memory_server/load_memory",  # empty: do not notify
+    "publish_memory": True,  # announce finished memories on ~/memory (servers load them)
 }
 
 
@@ -48,19 +49,15 @@ class Trainer(Node):
         for name, default in PARAMS.items():
             self.declare_parameter(name, default)
         self.busy = threading.Lock()
-        self.writers: dict = {}
+        self.receiver = KeyframeReceiver(self.p("recordings_dir"), self.get_logger())
         self.create_subscription(
             Keyframe,
             self.p("keyframe_topic"),
-            self.on_keyframe,
-            keyframe_qos(self.p("keyframe_history")),
+            self.receiver.on_keyframe,
+            latched_qos(self.p("keyframe_history")),
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
-        self.load_client = self.create_client(
-            LoadMemory,
-            self.p("load_service") or "~/unused",
-            callback_group=ReentrantCallbackGroup(),
-        )
+        self.memory_pub = memory_publisher(self)
         self.server = ActionServer(
             self,
             TrainMemory,
@@ -73,23 +70,6 @@ class Trainer(Node):
 
     def p(self, name: str):
         return self.get_parameter(name).value
-
-    def on_keyframe(self, msg: Keyframe) -> None:
-        from m3_core.data.transforms import TransformsWriter
-
-        try:
-            root = Path(self.p("recordings_dir")).expanduser() / msg.recording_id
-            writer = self.writers.setdefault(msg.recording_id, TransformsWriter(root))
-            if msg.name in {f.name for f in writer.frames}:
-                return  # re-sent keyframe
-            rgb = convert.compressed_to_rgb(msg.image)
-            depth = convert.depth_to_metres(msg.depth) if msg.depth.width else None
-            camera = convert.camera_from_info(
-                msg.camera_info, convert.pose_to_matrix(msg.camera_pose)
-            )
-            writer.add_frame(msg.name, rgb, camera, depth)
-        except M3Error as exc:
-            self.get_logger().warning(f"dropped keyframe {msg.name!r}: {exc}")
 
     def on_goal(self, goal: TrainMemory.Goal) -> GoalResponse:
         if self.busy.locked():
@@ -177,10 +157,12 @@ class Trainer(Node):
         return result
 
     def _notify(self, path: str) -> None:
-        if self.p("load_service") and self.load_client.service_is_ready():
-            self.load_client.call_async(LoadMemory.Request(path=path))
-        elif self.p("load_service"):
-            self.get_logger().warning(f"{self.p('load_service')} unavailable; memory at {path}")
+        if not self.p("publish_memory"):
+            return
+        try:
+            self.memory_pub.publish(archive_msg(path, self.get_clock().now().to_msg()))
+        except (M3Error, OSError) as exc:
+            self.get_logger().error(f"could not announce the memory at {path}: {exc}")
 
 
 def main(args: list[str] | None = None) -> int:

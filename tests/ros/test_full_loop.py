@@ -104,7 +104,9 @@ def test_collector_writes_a_valid_dataset(walk, spawn, client, tmp_path):
 
 
 def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
-    server = spawn("memory_server", {})
+    # no shared filesystem anywhere: keyframes and the memory travel over DDS
+    server_dir = tmp_path / "server_memories"
+    server = spawn("memory_server", {"memories_dir": str(server_dir), "shared_filesystem": False})
     trainer = spawn(
         "trainer",
         {
@@ -144,6 +146,7 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
         return r.success and r.objects
 
     wait_for(grounded, 600, "the memory server to answer from the new memory", trainer)
+    assert [p.name for p in server_dir.iterdir()][0].startswith("walk_")  # unpacked copy
     cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
     wait_for(lambda: cmd.get_subscription_count() > 0, 30, "nav bridge", bridge)
     cmd.publish(String(data="table"))

@@ -118,3 +118,38 @@ def test_nav_bridge_publishes_a_standoff_goal(trained_memory, spawn, client):
         bridge,
     )
     assert len(goals) == 1
+
+
+def test_memory_arrives_from_another_host_and_bad_archives_change_nothing(
+    trained_memory, spawn, client, tmp_path
+):
+    """No shared filesystem: the server unpacks the announced archive into its own folder,
+    also when it starts after the announcement (transient local); a corrupt archive is
+    logged and the server keeps answering from the memory it has."""
+    from m3_core.memory.archive import memory_digest
+    from m3_ros.memory_delivery import archive_msg, memory_publisher
+
+    memory, _ = trained_memory
+    pub = memory_publisher(client.node, "/trainer/memory")
+    msg = archive_msg(memory, client.node.get_clock().now().to_msg())
+    msg.source_path = "/elsewhere/on/the/trainer"  # as seen from another host
+    pub.publish(msg)  # before the server exists
+    inbox = tmp_path / "server_memories"
+    server = spawn("memory_server", {"memories_dir": str(inbox), "shared_filesystem": False})
+
+    def answers():
+        r = client.call(GroundObject, GROUND, GroundObject.Request(text="chair"))
+        return r.success and r.objects
+
+    wait_for(answers, 120, "the server to load the announced memory", server)
+    assert memory_digest(inbox / memory.name) == memory_digest(memory)
+
+    bad = archive_msg(memory, client.node.get_clock().now().to_msg())
+    bad.name, bad.sha256 = "broken", "0" * 64
+    data = bytearray(bad.archive.tobytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"x" * 64
+    bad.archive = bytes(data)
+    pub.publish(bad)
+    wait_for(lambda: "ignored memory 'broken'" in server.output(), 60, "the refusal", server)
+    assert answers() and server.alive()
+    assert not (inbox / "broken").exists()

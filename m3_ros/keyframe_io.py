@@ -1,0 +1,116 @@
+"""Keyframes on disk and on the wire: the collector's writer thread, and the trainer's receiver.
+
+``KeyframeSink`` (collector) writes selected keyframes into a nerfstudio dataset from its own
+thread, so a slow disk never stalls the subscriptions, and then streams each as an
+``m3_ros/Keyframe`` (images as PNG/JPEG). ``KeyframeReceiver`` (trainer, possibly on another
+host) writes streamed keyframes into ``recordings_dir/<recording_id>``; a re-sent keyframe
+(transient-local history after a reconnect) is skipped. Both write atomically and resume.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from m3_core.data.transforms import TransformsWriter
+from m3_core.errors import InvalidInputError, M3Error
+from m3_core.types import Camera
+from m3_ros import convert
+from m3_ros.msg import Keyframe
+
+RECORDING_ID = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass
+class KeyframeJob:
+    rgb: np.ndarray  # [H, W, 3] uint8
+    camera: Camera
+    depth_m: np.ndarray | None  # [H, W] metres
+    image: Image | CompressedImage  # the source messages, streamed as they came
+    info: CameraInfo
+    depth: Image | None
+    c2w: torch.Tensor  # [4, 4] camera optical -> world
+    world_frame: str
+
+
+class KeyframeSink:
+    """Queue -> writer thread -> dataset (+ ``publish(Keyframe)`` when given)."""
+
+    def __init__(self, root: Path, recording_id: str, logger, publish=None, queue_size=30):
+        self.writer = TransformsWriter(root)
+        self.recording_id, self.logger, self.publish = recording_id, logger, publish
+        self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def __len__(self) -> int:
+        return len(self.writer)
+
+    def put(self, job: KeyframeJob) -> bool:
+        try:
+            self.jobs.put_nowait(job)
+            return True
+        except queue.Full:
+            self.logger.warning("writer is behind: dropped a keyframe")
+            return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=timeout)
+
+    def _loop(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                frame = self.writer.add_frame(None, job.rgb, job.camera, job.depth_m)
+            except (M3Error, OSError) as exc:
+                self.logger.error(f"could not write a keyframe: {exc}")
+                continue
+            self.logger.info(f"keyframe {frame.name} ({len(self.writer)} total)")
+            if self.publish is not None:
+                self.publish(self.message(frame.name, job))
+
+    def message(self, name: str, job: KeyframeJob) -> Keyframe:
+        msg = Keyframe(recording_id=self.recording_id, name=name, camera_info=job.info)
+        msg.header.stamp = job.image.header.stamp
+        msg.header.frame_id = job.world_frame
+        if isinstance(job.image, CompressedImage):
+            msg.image = job.image
+        else:
+            msg.image = convert.rgb_to_compressed(job.rgb, "png")
+        if job.depth is not None:
+            msg.depth = job.depth
+        msg.camera_pose = convert.matrix_to_pose_msg(job.c2w)
+        return msg
+
+
+class KeyframeReceiver:
+    """Streamed keyframes -> ``root/<recording_id>`` datasets on this host."""
+
+    def __init__(self, root: str | Path, logger) -> None:
+        self.root, self.logger = Path(root).expanduser(), logger
+        self.writers: dict[str, TransformsWriter] = {}
+
+    def on_keyframe(self, msg: Keyframe) -> None:
+        try:
+            if not RECORDING_ID.fullmatch(msg.recording_id) or msg.recording_id in {".", ".."}:
+                raise InvalidInputError(f"bad recording_id {msg.recording_id!r}")
+            writer = self.writers.get(msg.recording_id)
+            if writer is None:
+                writer = self.writers[msg.recording_id] = TransformsWriter(
+                    self.root / msg.recording_id
+                )
+            if msg.name in {f.name for f in writer.frames}:
+                return  # re-sent keyframe
+            rgb = convert.compressed_to_rgb(msg.image)
+            depth = convert.depth_to_metres(msg.depth) if msg.depth.width else None
+            c2w = convert.pose_to_matrix(msg.camera_pose)
+            writer.add_frame(msg.name, rgb, convert.camera_from_info(msg.camera_info, c2w), depth)
+        except M3Error as exc:
+            self.logger.warning(f"dropped keyframe {msg.name!r}: {exc}")
