@@ -8,7 +8,7 @@ Stages (each printed with its wall time):
 4. extract  foundation-model features of the keyframes at camera resolution (``m3_core``'s
             ``extract_features``, the call the trainer makes for missing features)
 5. train    a ``TrainMemory`` goal (M3 trained on CPU at ``--train-size``); feedback shown
-6. serve    the trainer asks the memory server to load the new memory
+6. serve    the trainer announces the new memory; the memory server loads it
 7. ground   GroundObject for every object in the room and one that is absent; the nav
             bridge turns each into a stand-off goal on /goal_pose
 8. report   OUT/report: map.png, views.png, summary.json, summary.md (:mod:`demo.report`)
