@@ -54,6 +54,7 @@ PARAMS = {
     "min_keyframes": 10,
     "trainer_action": "/trainer/train_memory",
     "shared_filesystem": True,  # send dataset_path too (trainer on this host)
+    "incremental": True,  # later trainings grow the recording's memory with new keyframes
 }
 
 
@@ -112,7 +113,7 @@ class Collector(Node):
             res.success = False
             res.message = f"trainer action {self.p('trainer_action')} is not available"
             return res
-        goal = TrainMemory.Goal(recording_id=self.recording_id)
+        goal = TrainMemory.Goal(recording_id=self.recording_id, incremental=self.p("incremental"))
         if self.p("shared_filesystem"):
             goal.dataset_path = str(self.sink.writer.root.resolve())
         self.trainer.send_goal_async(goal)

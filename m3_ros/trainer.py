@@ -5,15 +5,16 @@ host: keyframes streamed by the collector on ``keyframe_topic`` are written to
 ``recordings_dir/<recording_id>`` here (no shared filesystem needed); a goal names either a
 local ``dataset_path`` or a ``recording_id``. Feedback carries stage, step, loss, PSNR,
 Gaussian count and ETA; cancelling stops after the current step and keeps a resumable
-checkpoint. On success the memory is announced on ``~/memory`` (``m3_ros.memory_delivery``):
-memory servers on any host receive it, also ones that start later.
+checkpoint. The default output is ``memories_dir/<recording>``: sending the goal again resumes
+a cancelled run, and ``incremental`` grows the memory with keyframes recorded since. On
+success the memory is announced on ``~/memory`` (``m3_ros.memory_delivery``): memory servers
+on any host receive it, also ones that start later.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 import traceback
 from pathlib import Path
 
@@ -100,12 +101,8 @@ class Trainer(Node):
         cfg = (
             TrainConfig.small_scene(**over) if self.p("preset") == "small" else TrainConfig(**over)
         )
-        stamp = time.strftime("%Y%m%d_%H%M%S")
-        out = (
-            Path(goal.output_path)
-            if goal.output_path
-            else Path(self.p("memories_dir")).expanduser() / f"{data.name}_{stamp}"
-        )
+        # one memory folder per recording: a re-sent goal resumes, an incremental one grows it
+        out = Path(goal.output_path or Path(self.p("memories_dir")).expanduser() / data.name)
         return data, cfg, out
 
     def execute(self, goal_handle) -> TrainMemory.Result:

@@ -39,7 +39,7 @@ def walk(tmp_path_factory):
     return load_dataset(root)
 
 
-def publish_walk(client, walk, period: float = 0.1) -> None:
+def publish_walk(client, walk, period: float = 0.1, frames: range | None = None) -> None:
     """Each frame as a robot publishes it: image, camera info, odometry (base pose)."""
     qos = 10
     pub_img = client.node.create_publisher(Image, "/camera/image_raw", qos)
@@ -48,7 +48,8 @@ def publish_walk(client, walk, period: float = 0.1) -> None:
     pub_depth = client.node.create_publisher(Image, "/camera/depth", qos)
     wait_for(lambda: pub_img.get_subscription_count() > 0, 30, "collector subscriptions")
     time.sleep(0.5)
-    for k, frame in enumerate(walk.frames):
+    for k in frames or range(len(walk.frames)):
+        frame = walk.frames[k]
         stamp = client.node.get_clock().now().to_msg()
         rgb = (walk.load_image(k).numpy() * 255).round().astype(np.uint8)
         img = convert.array_to_image(rgb, "rgb8")
@@ -103,7 +104,23 @@ def test_collector_writes_a_valid_dataset(walk, spawn, client, tmp_path):
         torch.testing.assert_close(rec.load_image(k), walk.load_image(k), atol=1 / 255, rtol=0)
 
 
+def copy_label_features(walk, received) -> None:
+    """Bring-your-own features: the walk's per-pixel label features for each received frame."""
+    features = received / "features" / "labels"
+    features.mkdir(parents=True, exist_ok=True)
+    shutil.copy(walk.root / "features" / "labels" / "vocabulary.npz", features)
+    shutil.copy(walk.root / "features" / "labels" / "meta.json", features)
+    for f in load_dataset(received).frames:
+        k = match_walk_frame(walk, f.camera.c2w)
+        src = walk.root / "features" / "labels" / f"{walk.frames[k].name}.npy"
+        shutil.copy(src, features / f"{f.name}.npy")
+
+
 def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
+    """Walk part of the room, train, ground, go; walk on, and the memory grows."""
+    from m3_core.errors import CheckpointError
+    from m3_core.memory.archive import memory_digest
+
     # no shared filesystem anywhere: keyframes and the memory travel over DDS
     server_dir = tmp_path / "server_memories"
     server = spawn("memory_server", {"memories_dir": str(server_dir), "shared_filesystem": False})
@@ -121,21 +138,13 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
     spawn("collector", {**COLLECT, "output_dir": str(tmp_path / "collector_rec")})
     bridge = spawn("nav_bridge", {"standoff_distance": 0.7})
     goals = client.collect(PoseStamped, "/goal_pose")
-    publish_walk(client, walk)
+    publish_walk(client, walk, frames=range(16))
     received = tmp_path / "trainer_rec" / "walk"
     collected = tmp_path / "collector_rec" / "walk"
-    wait_for(lambda: frame_count(collected) >= 20, 60, "keyframes")
+    wait_for(lambda: frame_count(collected) >= 13, 60, "keyframes")
     time.sleep(1.0)
     wait_for(lambda: frame_count(received) == frame_count(collected), 60, "the stream", trainer)
-    # bring-your-own features: the walk's per-pixel label features, for each received frame
-    features = received / "features" / "labels"
-    features.mkdir(parents=True)
-    shutil.copy(walk.root / "features" / "labels" / "vocabulary.npz", features)
-    shutil.copy(walk.root / "features" / "labels" / "meta.json", features)
-    for f in load_dataset(received).frames:
-        k = match_walk_frame(walk, f.camera.c2w)
-        src = walk.root / "features" / "labels" / f"{walk.frames[k].name}.npy"
-        shutil.copy(src, features / f"{f.name}.npy")
+    copy_label_features(walk, received)
     res = client.call(Trigger, "/collector/start_training", Trigger.Request())
     assert res.success, res.message
 
@@ -146,7 +155,7 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
         return r.success and r.objects
 
     wait_for(grounded, 600, "the memory server to answer from the new memory", trainer)
-    assert [p.name for p in server_dir.iterdir()][0].startswith("walk_")  # unpacked copy
+    assert [p.name for p in server_dir.iterdir()] == ["walk"]  # the unpacked copy
     cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
     wait_for(lambda: cmd.get_subscription_count() > 0, 30, "nav bridge", bridge)
     cmd.publish(String(data="table"))
@@ -160,4 +169,27 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
     dist = np.hypot(g.x - table["center"][0], g.y - table["center"][1])
     half_diag = np.hypot(*table["size"][:2]) / 2
     assert half_diag + 0.7 - 0.35 < dist < half_diag + 0.7 + 0.35, dist
-    assert server.alive() and trainer.alive()
+
+    # the robot walks on: the same recording grows, and training again updates the memory
+    first = memory_digest(server_dir / "walk")
+    seen = set(json.loads((server_dir / "walk" / "memory.json").read_text())["extra"]["frames"])
+    n_before = frame_count(collected)
+    publish_walk(client, walk, frames=range(16, 24))
+    wait_for(lambda: frame_count(collected) >= n_before + 6, 60, "more keyframes")
+    time.sleep(1.0)
+    wait_for(lambda: frame_count(received) == frame_count(collected), 60, "the stream", trainer)
+    copy_label_features(walk, received)
+    res = client.call(Trigger, "/collector/start_training", Trigger.Request())
+    assert res.success, res.message
+
+    def grown() -> bool:
+        try:
+            return memory_digest(server_dir / "walk") != first
+        except CheckpointError:  # caught between the two renames of the swap
+            return False
+
+    wait_for(grown, 600, "the grown memory", trainer)
+    meta = json.loads((server_dir / "walk" / "memory.json").read_text())
+    assert seen < set(meta["extra"]["frames"])  # grown with the new frames, not retrained
+    assert meta["extra"]["last_growth"]["new_frames"] > 0
+    assert grounded() and server.alive() and trainer.alive()

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from m3_ros.nodes import NODES, node_params
 from tests.conftest import REPO
+from tests.ros.conftest import wait_for
 
 LAUNCH = REPO / "launch" / "memory.launch.py"
 PARAMS = REPO / "config" / "m3_params.yaml"
@@ -113,3 +120,190 @@ def test_bringup_restarts_a_crashed_node(tmp_path):
     assert proc.returncode == 0
     assert "nav_bridge exited" in err and "restart in" in err
     assert "memory_server exited" not in err
+
+
+# --- the launch file run for real (needs launch_ros; ros2launch when installed) -----------
+
+# SIGINT must reach the launcher even when this test runs in a shell's background job (which
+# starts children with SIGINT ignored): reset it, then run `ros2 launch` (ros2launch
+# installed) or a LaunchService on the file (launch_ros alone).
+_SIGINT = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+ROS2_CLI = _SIGINT + "from ros2cli.cli import main; sys.exit(main())"
+LAUNCH_SERVICE = _SIGINT + (
+    "from launch import LaunchService; from launch.actions import IncludeLaunchDescription; "
+    "from launch.launch_description_sources import PythonLaunchDescriptionSource as Src; "
+    "ls = LaunchService(); ls.include_launch_description(IncludeLaunchDescription("
+    "Src(sys.argv[1]), launch_arguments=[a.split(':=', 1) for a in sys.argv[2:]])); "
+    "sys.exit(ls.run())"
+)
+
+
+def install_overlay(prefix: Path) -> Path:
+    """What the CMake install puts where launch_ros looks (share/ + lib/m3_ros/<node>, see
+    CMakeLists.txt and tests/test_package_build.py), made from this checkout in seconds; the
+    node executables run this interpreter. Returns the installed launch file."""
+    (prefix / "share" / "ament_index" / "resource_index" / "packages").mkdir(parents=True)
+    (prefix / "share" / "ament_index" / "resource_index" / "packages" / "m3_ros").touch()
+    share = prefix / "share" / "m3_ros"
+    (share / "launch").mkdir(parents=True)
+    shutil.copy(REPO / "package.xml", share)
+    shutil.copy(LAUNCH, share / "launch")
+    shutil.copytree(REPO / "config", share / "config")
+    (prefix / "lib" / "m3_ros").mkdir(parents=True)
+    for node in NODES:
+        exe = prefix / "lib" / "m3_ros" / node
+        exe.write_text(
+            f"#!{sys.executable}\nimport sys\nfrom m3_ros.{node} import main\nsys.exit(main())\n"
+        )
+        exe.chmod(0o755)
+    return share / "launch" / LAUNCH.name
+
+
+class Launch:
+    """The launch file in its own process group, with launch arguments; output in a log."""
+
+    def __init__(self, tmp: Path, args: dict) -> None:
+        launch_file = install_overlay(tmp / "install")
+        argv = [f"{k}:={v}" for k, v in args.items()]
+        if importlib.util.find_spec("ros2launch") is not None:
+            cmd = [sys.executable, "-c", ROS2_CLI, "launch", "m3_ros", LAUNCH.name, *argv]
+        else:
+            cmd = [sys.executable, "-c", LAUNCH_SERVICE, str(launch_file), *argv]
+        env = {
+            **os.environ,
+            "AMENT_PREFIX_PATH": os.pathsep.join(
+                [str(tmp / "install"), os.environ.get("AMENT_PREFIX_PATH") or sys.prefix]
+            ),
+            # the nodes run this checkout's code, also where an installed m3_ros is sourced
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+            "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+        }
+        self.log = tmp / "launch.log"
+        with self.log.open("w") as out:  # cwd: the nodes' relative folders land in tmp
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=tmp,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def pids(self, node: str) -> list[int]:
+        """Every pid launch started for ``node``, oldest first."""
+        pattern = rf"\[{node}-\d+\]: process started with pid \[(\d+)\]"
+        return [int(p) for p in re.findall(pattern, self.output())]
+
+    def fail(self, what: str) -> str:
+        return f"{what}\n--- launch output ---\n{self.output()[-4000:]}"
+
+    def stop(self) -> int | None:
+        """SIGINT (ctrl-c) and wait; anything left in the group is killed."""
+        code = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                code = self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            code = self.proc.returncode
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the nodes share the launcher's group
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        return code
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def call_service(client, srv_type, name: str, request, timeout: float = 90.0):
+    """Like Client.call, but None (for a message with the launch log) instead of asserting."""
+    cli = client.node.create_client(srv_type, name)
+    try:
+        if not cli.wait_for_service(timeout_sec=timeout):
+            return None
+        future = cli.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return future.result() if future.done() else None
+    finally:
+        client.node.destroy_client(cli)
+
+
+def get_param(client, node: str, name: str):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    res = call_service(
+        client, GetParameters, f"/{node}/get_parameters", GetParameters.Request(names=[name])
+    )
+    return None if res is None else parameter_value_to_python(res.values[0])
+
+
+def test_launch_file_runs_the_nodes_for_real(trained_memory, client, tmp_path):
+    """`ros2 launch m3_ros memory.launch.py` with memory_path / params_file arguments: all
+    four nodes come up, the memory server is active and answers over DDS, the arguments
+    reach the nodes (memory_path beats the YAML), a killed node is respawned while the
+    others keep running, and ctrl-c stops everything cleanly."""
+    pytest.importorskip("launch_ros")
+    from lifecycle_msgs.srv import GetState
+
+    from m3_ros.srv import GroundObject
+
+    memory, _ = trained_memory
+    doc = yaml.safe_load(PARAMS.read_text())
+    doc["memory_server"]["ros__parameters"]["memory_path"] = str(tmp_path / "not_this_one")
+    doc["nav_bridge"]["ros__parameters"]["standoff_distance"] = 1.25
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc))
+    launch = Launch(tmp_path, {"params_file": params, "memory_path": memory})
+    try:
+        names = client.node.get_node_names
+        wait_for(
+            lambda: set(NODES) <= set(names()) or launch.proc.poll() is not None,
+            120,
+            "the four nodes",
+        )
+        assert launch.proc.poll() is None, launch.fail("launch exited")
+        assert set(NODES) <= set(names()), launch.fail(f"nodes up: {names()}")
+        ground = GroundObject.Request(text="chair")
+        res = call_service(client, GroundObject, "/memory_server/ground_object", ground)
+        assert res is not None, launch.fail("no answer from /memory_server/ground_object")
+        assert res.success and res.objects and res.objects[0].label == "chair", res.message
+        state = call_service(client, GetState, "/memory_server/get_state", GetState.Request())
+        assert state is not None and state.current_state.label == "active", launch.fail("state")
+        assert get_param(client, "memory_server", "memory_path") == str(memory)
+        assert get_param(client, "nav_bridge", "standoff_distance") == 1.25
+        assert get_param(client, "trainer", "use_sim_time") is False
+
+        # respawn: kill -9 the memory server; launch restarts it, the others keep running
+        first = {node: launch.pids(node) for node in NODES}
+        assert all(len(p) == 1 for p in first.values()), launch.fail(f"pids: {first}")
+        os.kill(first["memory_server"][0], signal.SIGKILL)
+        wait_for(lambda: len(launch.pids("memory_server")) == 2, 60, "the respawn")
+        res = call_service(client, GroundObject, "/memory_server/ground_object", ground)
+        assert res is not None and res.success, launch.fail("the respawned server")
+        for node in NODES:
+            if node != "memory_server":
+                assert launch.pids(node) == first[node] and alive(first[node][0]), node
+        running = [launch.pids(node)[-1] for node in NODES]
+    finally:
+        code = launch.stop()
+    out = launch.output()
+    assert code == 0, launch.fail(f"launch exit code {code}")
+    for pid in running:
+        assert f"process has finished cleanly [pid {pid}]" in out, launch.fail(str(pid))
+    assert "Traceback" not in out, launch.fail("a traceback")
