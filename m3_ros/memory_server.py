@@ -54,23 +54,15 @@ class MemoryServer(LifecycleNode):
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
         self.marker_pub = self.create_publisher(MarkerArray, "~/grounded_markers", latched)
         self.cloud_pub = self.create_publisher(PointCloud2, "~/gaussians", latched)
-        render_group, query_group = (
-            MutuallyExclusiveCallbackGroup(),
-            MutuallyExclusiveCallbackGroup(),
-        )
-        self.create_service(QueryText, "~/query_text", self.on_query, callback_group=query_group)
-        self.create_service(
-            GroundObject, "~/ground_object", self.on_ground, callback_group=query_group
-        )
-        self.create_service(
-            RenderFeatureAt, "~/render_feature_at", self.on_render, callback_group=render_group
-        )
-        self.create_service(
-            LoadMemory,
-            "~/load_memory",
-            self.on_load,
-            callback_group=MutuallyExclusiveCallbackGroup(),
-        )
+        queries = MutuallyExclusiveCallbackGroup()  # renders get their own group
+        for srv, name, handler, group in (
+            (QueryText, "~/query_text", self.on_query, queries),
+            (GroundObject, "~/ground_object", self.on_ground, queries),
+            (RenderFeatureAt, "~/render_feature_at", self.on_render, None),
+            (LoadMemory, "~/load_memory", self.on_load, None),
+        ):
+            group = group or MutuallyExclusiveCallbackGroup()
+            self.create_service(srv, name, handler, callback_group=group)
         if self.p("memory_topic"):
             self.inbox = MemoryInbox(
                 self,
