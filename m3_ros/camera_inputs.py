@@ -23,6 +23,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from m3_core.errors import InvalidInputError, M3Error
 from m3_core.types import pose_matrix
 from m3_ros import convert
+from m3_ros.node_utils import guarded_callback
 from m3_ros.sync import NearestTimeSync
 
 
@@ -116,7 +117,7 @@ class CameraInputs:
                 self.names[1:], self._on_builtin, slop=p("slop"), queue_size=p("queue_size")
             )
             for name, (cls, topic) in streams.items():
-                node.create_subscription(cls, topic, self._feed(name), qos)
+                node.create_subscription(cls, topic, guarded_callback(node, self._feed(name)), qos)
 
     def _feed(self, name: str):
         if name == "image":

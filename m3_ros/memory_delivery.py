@@ -18,7 +18,7 @@ from rclpy.node import Node
 from m3_core.errors import CheckpointError, M3Error
 from m3_core.memory.archive import memory_digest, pack_memory, unpack_memory
 from m3_ros.msg import MemoryArchive
-from m3_ros.node_utils import latched_qos
+from m3_ros.node_utils import guarded_callback, latched_qos
 
 
 def archive_msg(path: str | Path, stamp) -> MemoryArchive:
@@ -73,7 +73,7 @@ class MemoryInbox:
         node.create_subscription(
             MemoryArchive,
             topic,
-            self.on_memory,
+            guarded_callback(node, self.on_memory),
             latched_qos(1),
             callback_group=MutuallyExclusiveCallbackGroup(),
         )

@@ -20,7 +20,7 @@ from std_msgs.msg import String
 from m3_core.errors import M3Error
 from m3_core.navigation import standoff_goal
 from m3_ros.msg import GroundedObject
-from m3_ros.node_utils import run_node
+from m3_ros.node_utils import guarded_callback, run_node
 from m3_ros.srv import GroundObject
 
 PARAMS = {
@@ -47,11 +47,19 @@ class NavBridge(Node):
         )
         self.goal_pub = self.create_publisher(PoseStamped, self.p("goal_topic"), 10)
         self.status_pub = self.create_publisher(String, "~/status", 10)
-        self.create_subscription(String, "~/command", self.on_command, 10, callback_group=group)
         self.create_subscription(
-            GroundedObject, "~/target", self.on_target, 10, callback_group=group
+            String, "~/command", guarded_callback(self, self.on_command), 10, callback_group=group
         )
-        self.create_subscription(Odometry, self.p("odom_topic"), self.on_odom, 10)
+        self.create_subscription(
+            GroundedObject,
+            "~/target",
+            guarded_callback(self, self.on_target),
+            10,
+            callback_group=group,
+        )
+        self.create_subscription(
+            Odometry, self.p("odom_topic"), guarded_callback(self, self.on_odom), 10
+        )
         self.nav2 = self._nav2_client(group)
 
     def p(self, name: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import traceback
 from collections.abc import Callable
@@ -30,6 +31,35 @@ def guarded_service(handler: Callable) -> Callable:
         return response
 
     return wrapper
+
+
+def guarded_callback(node, callback: Callable) -> Callable:
+    """Wrap a subscription callback (plain or async) so that no message can kill the node:
+    user errors are logged as warnings, bugs with their traceback; the node keeps running."""
+
+    def report(exc: Exception) -> None:
+        if isinstance(exc, M3Error):
+            node.get_logger().warning(f"skipped a message: {exc}")
+        else:
+            node.get_logger().error(f"{callback.__name__} failed:\n{traceback.format_exc()}")
+
+    if inspect.iscoroutinefunction(callback):
+
+        async def guarded_async(msg):
+            try:
+                return await callback(msg)
+            except Exception as exc:
+                report(exc)
+
+        return guarded_async
+
+    def guarded(msg):
+        try:
+            return callback(msg)
+        except Exception as exc:
+            report(exc)
+
+    return guarded
 
 
 def run_node(factory: Callable[[], rclpy.node.Node], args: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from m3_ros.action import TrainMemory
 from m3_ros.keyframe_io import KeyframeReceiver
 from m3_ros.memory_delivery import archive_msg, memory_publisher
 from m3_ros.msg import Keyframe
-from m3_ros.node_utils import latched_qos, run_node
+from m3_ros.node_utils import guarded_callback, latched_qos, run_node
 
 PARAMS = {
     "recordings_dir": "recordings",  # streamed keyframes land here
@@ -54,7 +54,7 @@ class Trainer(Node):
         self.create_subscription(
             Keyframe,
             self.p("keyframe_topic"),
-            self.receiver.on_keyframe,
+            guarded_callback(self, self.receiver.on_keyframe),
             latched_qos(self.p("keyframe_history")),
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
