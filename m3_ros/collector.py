@@ -12,7 +12,6 @@ resumes) and streamed on ``~/keyframes`` (``m3_ros.keyframe_io``). ``~/start_tra
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from rclpy.action import ActionClient
@@ -24,7 +23,7 @@ from m3_core.data.keyframes import KeyframePolicy, KeyframeSelector
 from m3_ros import convert
 from m3_ros.action import TrainMemory
 from m3_ros.camera_inputs import CameraInputs
-from m3_ros.keyframe_io import KeyframeJob, KeyframeSink
+from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, choose_recording
 from m3_ros.msg import Keyframe
 from m3_ros.node_utils import latched_qos, run_node
 
@@ -45,7 +44,8 @@ PARAMS = {
     "slop": 0.05,
     "queue_size": 30,
     "output_dir": "recordings",
-    "recording_id": "",  # empty: rec_<date>_<time>
+    "recording_id": "",  # empty: a recent rec_* (respawn after a crash) or a new rec_<time>
+    "resume_window_s": 300.0,  # with recording_id empty: continue a recording this fresh
     "min_translation": 0.15,
     "min_rotation_deg": 10.0,
     "blur_ratio": 0.5,
@@ -64,13 +64,14 @@ class Collector(Node):
         for name, default in PARAMS.items():
             self.declare_parameter(name, default)
         p = self.p
-        self.recording_id = p("recording_id") or time.strftime("rec_%Y%m%d_%H%M%S")
+        out = Path(p("output_dir")).expanduser()
+        self.recording_id = choose_recording(out, p("recording_id"), p("resume_window_s"))
         self.selector = KeyframeSelector(
             KeyframePolicy(p("min_translation"), p("min_rotation_deg"), p("blur_ratio"))
         )
         pub = self.create_publisher(Keyframe, "~/keyframes", latched_qos(p("keyframe_history")))
         self.sink = KeyframeSink(
-            Path(p("output_dir")).expanduser() / self.recording_id,
+            out / self.recording_id,
             self.recording_id,
             self.get_logger(),
             pub.publish if p("stream_keyframes") else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,20 @@ from m3_ros import convert
 from m3_ros.msg import Keyframe
 
 RECORDING_ID = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def choose_recording(output_dir: Path, recording_id: str, resume_window_s: float) -> str:
+    """``recording_id`` when given; else the newest ``rec_*`` in ``output_dir`` written less
+    than ``resume_window_s`` ago (a collector respawned after a crash continues its
+    recording); else a new ``rec_<date>_<time>``."""
+    if recording_id:
+        return recording_id
+    now, recent = time.time(), []
+    for f in Path(output_dir).glob("rec_*/transforms.json"):
+        age = now - f.stat().st_mtime
+        if age < resume_window_s:
+            recent.append((age, f.parent.name))
+    return min(recent)[1] if recent else time.strftime("rec_%Y%m%d_%H%M%S")
 
 
 @dataclass
