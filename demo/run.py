@@ -20,7 +20,6 @@ report) are removed first; a non-empty OUT that is not a demo folder is refused.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -30,38 +29,26 @@ from pathlib import Path
 
 from demo import scene
 from demo.stack import NodeStack, isolate_ros, write_params
+from demo.stages import (
+    HIT_RADIUS,
+    RECORDING,
+    Stages,
+    collect,
+    ground_all,
+    navigate,
+    say,
+    score_grounding,
+    train,
+    wait_until,
+)
 
 MARKER = ".m3_demo"
 PRODUCTS = ("recordings", "trainer_recordings", "memories", "memory", "logs", "report")
-RECORDING = "walk"
-HIT_RADIUS = 0.3  # metres
 # Grounding threshold per feature model (absent: the memory server's default, 0.5). effnet's
 # "text" is a closed 1000-class vocabulary scored as a softmax over cosines at the temperature
 # its meta.json gives (0.01); on this scene min_score 0.3 grounds the cat and the tripod
 # within 0.2 m and answers nothing for the absent piano (espresso and moped stay unanswered).
 MIN_SCORE: dict[str, float] = {"effnet": 0.3}
-
-
-class Stages:
-    """Prints numbered stages and records their wall times (seconds)."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.k, self.times = total, 0, {}
-        self.t0 = time.monotonic()
-
-    def start(self, name: str, what: str) -> None:
-        self.k += 1
-        self.name, self.t = name, time.monotonic()
-        print(f"\n[{self.k}/{self.total}] {name}: {what}", flush=True)
-
-    def done(self, note: str = "") -> None:
-        dt = time.monotonic() - self.t
-        self.times[self.name] = round(dt, 2)
-        print(f"    done in {dt:.1f} s{'  ' + note if note else ''}", flush=True)
-
-
-def say(text: str) -> None:
-    print(f"    {text}", flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -151,167 +138,6 @@ def extract(args: argparse.Namespace, rec: Path) -> dict:
     ds = load_dataset(rec, max_size=None)
     return extract_features(ds, args.features, weights=weights, device="cpu",
                             on_progress=progress)  # fmt: skip
-
-
-def keyframe_count(root: Path) -> int:
-    f = root / "transforms.json"
-    try:
-        return len(json.loads(f.read_text())["frames"]) if f.exists() else 0
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
-def wait_until(pred, timeout: float, stack: NodeStack, what: str, poll: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        dead = stack.dead()
-        if dead:
-            raise SystemExit(f"demo: node {dead[0]} exited:\n{stack.tail(dead[0])}")
-        time.sleep(poll)
-    raise SystemExit(f"demo: timed out waiting for {what}")
-
-
-def collect(client, args, frames, stack: NodeStack, rec: Path) -> dict:
-    from demo import sim_robot
-
-    pub = sim_robot.WalkPublisher(client.node)
-    wait_until(lambda: pub.subscribers() > 0, 60, stack, "the collector to subscribe")
-    time.sleep(1.0)  # let discovery settle for all four topics
-
-    def progress(k: int, n: int | None = None) -> None:
-        if k % 20 == 0 or k == n:
-            of = f"/{n}" if n else ""
-            say(f"published {k}{of} frames, keyframes {keyframe_count(rec)}")
-
-    t0 = time.monotonic()
-    if args.from_bag:
-        from demo import bag
-
-        n = sim_robot.replay(pub, bag.read_bag(args.from_bag), on_frame=progress)
-    else:
-        sim_robot.publish_frames(pub, frames, args.rate, on_frame=progress)
-        n = len(frames)
-    publish_s = time.monotonic() - t0
-    last, stable_since = -1, time.monotonic()
-    while time.monotonic() - stable_since < 2.0:  # until the writer has caught up
-        k = keyframe_count(rec)
-        if k != last:
-            last, stable_since = k, time.monotonic()
-        time.sleep(0.2)
-    return {"published": n, "keyframes": last, "publish_s": round(publish_s, 2)}
-
-
-def train(client, args, rec: Path, out: Path, stack: NodeStack) -> tuple[object, dict]:
-    from m3_ros.action import TrainMemory
-
-    goal = TrainMemory.Goal(
-        dataset_path=str(rec.resolve()),
-        recording_id=RECORDING,
-        features=[args.features],
-        iterations=int(args.iterations),
-        device="cpu",
-        output_path=str((out / "memory").resolve()),
-    )
-    stage_times: dict[str, float] = {}
-    state = {"stage": "", "t": time.monotonic(), "printed": 0.0}
-
-    def feedback(fb) -> None:
-        now = time.monotonic()
-        if fb.stage != state["stage"]:
-            if state["stage"]:  # a stage may recur (checkpoint "saving" mid-training)
-                prev = stage_times.get(state["stage"], 0.0)
-                stage_times[state["stage"]] = round(prev + now - state["t"], 2)
-            state.update(stage=fb.stage, t=now, printed=0.0)
-        if now - state["printed"] < 3.0 and fb.step != fb.total:
-            return
-        state["printed"] = now
-        eta = f"ETA {fb.eta_seconds:.0f} s" if fb.eta_seconds == fb.eta_seconds else ""
-        extra = ""
-        if fb.stage == "training":
-            extra = f"loss {fb.loss:.4f}  PSNR {fb.psnr:.1f} dB  {fb.num_gaussians} Gaussians"
-        say(f"{fb.stage:<12} {fb.step:>5}/{fb.total:<5} {extra}  {eta}")
-
-    result = client.train("/trainer/train_memory", goal, feedback, timeout=args.timeout)
-    if state["stage"]:
-        prev = stage_times.get(state["stage"], 0.0)
-        stage_times[state["stage"]] = round(prev + time.monotonic() - state["t"], 2)
-    if result is None or not result.success:
-        why = result.message if result is not None else "no result (timeout or rejected)"
-        raise SystemExit(f"demo: training failed: {why}\n{stack.tail('trainer')}")
-    return result, stage_times
-
-
-def ground_all(client, labels: list[str], absent: str) -> tuple[list[dict], list[float]]:
-    from m3_ros.srv import GroundObject
-
-    answers, latencies = [], []
-    for text in labels + [absent]:
-        t0 = time.perf_counter()
-        res = client.call(GroundObject, "/memory_server/ground_object",
-                          GroundObject.Request(text=text, max_results=3))  # fmt: skip
-        latencies.append((time.perf_counter() - t0) * 1000)
-        objs = []
-        if res is not None and res.success:
-            for o in res.objects:
-                c = o.center.pose.position
-                objs.append({"score": float(o.score), "center": [c.x, c.y, c.z],
-                             "size": [o.size.x, o.size.y, o.size.z],
-                             "num_gaussians": int(o.num_gaussians)})  # fmt: skip
-        msg = res.message if res is not None else "no answer"
-        answers.append({"query": text, "present": text != absent, "objects": objs, "msg": msg})
-    return answers, latencies
-
-
-def navigate(client, labels: list[str], stack: NodeStack) -> list[dict]:
-    from geometry_msgs.msg import PoseStamped
-    from std_msgs.msg import String
-
-    goals = client.collect(PoseStamped, "/goal_pose")
-    status = client.collect(String, "/nav_bridge/status")
-    cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
-    wait_until(lambda: cmd.get_subscription_count() > 0, 30, stack, "the nav bridge")
-    out = []
-    for text in labels:
-        n_goals, n_status = len(goals), len(status)
-        cmd.publish(String(data=text))
-        deadline = time.monotonic() + 20
-        while len(status) == n_status and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)
-        goal = None
-        if len(goals) > n_goals:
-            p, q = goals[-1].pose.position, goals[-1].pose.orientation
-            goal = {"x": p.x, "y": p.y, "quat_xyzw": [q.x, q.y, q.z, q.w]}
-        said = status[-1].data if len(status) > n_status else "no status"
-        say(f"nav bridge: {said}")
-        out.append({"query": text, "goal": goal, "status": said})
-    return out
-
-
-def score_grounding(answers: list[dict], truth: list[dict]) -> list[dict]:
-    """Per query: error of the top answer's centre to the true centre (m) and hit/miss."""
-    import numpy as np
-
-    by_label = {t["label"]: t for t in truth}
-    rows = []
-    for a in answers:
-        row = {"query": a["query"], "present": a["present"], "answered": bool(a["objects"])}
-        top = a["objects"][0] if a["objects"] else None
-        if top is not None:
-            row.update(score=round(top["score"], 4), center=[round(v, 3) for v in top["center"]])
-        if a["present"]:
-            t = np.array(by_label[a["query"]]["center"])
-            if top is not None:
-                err = np.array(top["center"]) - t
-                row["error_m"] = round(float(np.linalg.norm(err)), 3)
-                row["error_xy_m"] = round(float(np.linalg.norm(err[:2])), 3)
-            row["hit"] = top is not None and row["error_m"] <= HIT_RADIUS
-        else:
-            row["correct"] = top is None  # an absent object must get no answer
-        rows.append(row)
-    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
