@@ -117,10 +117,19 @@ class Collector(Node):
         goal = TrainMemory.Goal(recording_id=self.recording_id, incremental=self.p("incremental"))
         if self.p("shared_filesystem"):
             goal.dataset_path = str(self.sink.writer.root.resolve())
-        self.trainer.send_goal_async(goal)
+        self.trainer.send_goal_async(goal).add_done_callback(self._on_goal_response)
         res.success = True
         res.message = f"training requested on {n} keyframes of {self.recording_id}"
         return res
+
+    def _on_goal_response(self, future) -> None:
+        handle = future.result()
+        if handle is None or not handle.accepted:
+            self.get_logger().warning("the trainer rejected the training goal (busy?)")
+            return
+        handle.get_result_async().add_done_callback(
+            lambda f: self.get_logger().info(f"training finished: {f.result().result.message}")
+        )
 
 
 def main(args: list[str] | None = None) -> int:

@@ -135,7 +135,7 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
             "max_image_size": [80, 60],
         },
     )
-    spawn("collector", {**COLLECT, "output_dir": str(tmp_path / "collector_rec")})
+    collector = spawn("collector", {**COLLECT, "output_dir": str(tmp_path / "collector_rec")})
     bridge = spawn("nav_bridge", {"standoff_distance": 0.7})
     goals = client.collect(PoseStamped, "/goal_pose")
     publish_walk(client, walk, frames=range(16))
@@ -193,3 +193,5 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
     assert seen < set(meta["extra"]["frames"])  # grown with the new frames, not retrained
     assert meta["extra"]["last_growth"]["new_frames"] > 0
     assert grounded() and server.alive() and trainer.alive()
+    done = "training finished: trained"
+    wait_for(lambda: done in collector.output(), 30, "the training result", collector)
