@@ -9,6 +9,7 @@ occupy a disc of ``robot_radius`` around it, trying other approach angles in tur
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,3 +65,19 @@ def standoff_goal(
         f"no free stand-off position within {radius:.2f} m of the object "
         f"({num_candidates} directions tried)"
     )
+
+
+COMMAND = re.compile(
+    r"^\s*(?:please\s+)?(?:(?:go|navigate|drive|move|walk|head)\s+(?:over\s+)?(?:to|towards?)"
+    r"|find|approach)\b\s*(?:(?:the|a|an|my)\b\s*)?",
+    re.IGNORECASE,
+)
+
+
+def command_target(command: str) -> str:
+    """The object named by a spoken-style command: "Go to the espresso machine." ->
+    "espresso machine"; text without a command verb is returned as is (trimmed)."""
+    text = COMMAND.sub("", command.strip(), count=1).strip().rstrip(".!?").strip()
+    if not text:
+        raise InvalidInputError(f"no object named in the command {command!r}")
+    return text

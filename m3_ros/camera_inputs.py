@@ -58,7 +58,9 @@ class TfPoses:
                     "pose_source 'tf' needs tf2_ros (a ROS 2 install); use pose_source 'topic'"
                 ) from None
             buffer = tf2_ros.Buffer()
-            self.listener = tf2_ros.TransformListener(buffer, node, spin_thread=True)
+            # spin_thread=False: the node's own (multi-threaded) executor serves /tf; a
+            # listener thread would take the node away from it (one executor per node)
+            self.listener = tf2_ros.TransformListener(buffer, node, spin_thread=False)
             self.errors: tuple = (tf2_ros.TransformException,)
         else:
             self.errors = (LookupError,)  # a stand-in buffer (tests) raises LookupError

@@ -1,14 +1,17 @@
 """Navigation bridge: grounding result -> stand-off goal -> Nav2 or /goal_pose.
 
-Send a std_msgs/String on ``~/command`` ("go to the espresso"): the bridge calls the memory
-server's GroundObject, takes the best object, computes a stand-off goal facing it
-(``m3_core.navigation``), and sends it as a Nav2 ``NavigateToPose`` goal when that action
-server exists (nav2_msgs importable), else publishes ``geometry_msgs/PoseStamped`` on
-``goal_topic``. A ``m3_ros/GroundedObject`` on ``~/target`` skips the grounding call.
-Outcomes are reported on ``~/status``.
+Send a std_msgs/String on ``~/command`` ("go to the espresso", or just "espresso"): the
+bridge strips the verb (``m3_core.navigation.command_target``), calls the memory server's
+GroundObject (waiting at most ``ground_timeout`` seconds), takes the best object, computes a
+stand-off goal facing it (``m3_core.navigation``), and sends it as a Nav2 ``NavigateToPose``
+goal when that action server exists (nav2_msgs importable), else publishes
+``geometry_msgs/PoseStamped`` on ``goal_topic``. A ``m3_ros/GroundedObject`` on ``~/target``
+skips the grounding call. Outcomes are reported on ``~/status``.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -18,7 +21,7 @@ from rclpy.node import Node
 from std_msgs.msg import String
 
 from m3_core.errors import M3Error
-from m3_core.navigation import standoff_goal
+from m3_core.navigation import command_target, standoff_goal
 from m3_ros.msg import GroundedObject
 from m3_ros.node_utils import guarded_callback, run_node
 from m3_ros.srv import GroundObject
@@ -32,6 +35,7 @@ PARAMS = {
     "standoff_distance": 0.8,
     "feature": "",
     "min_score": 0.0,
+    "ground_timeout": 15.0,  # seconds to wait for the memory server's answer
 }
 
 
@@ -82,16 +86,21 @@ class NavBridge(Node):
         if np.isfinite([p.x, p.y]).all():
             self.robot_xy = (p.x, p.y)
 
-    async def on_command(self, msg: String) -> None:
-        text = msg.data.strip()
-        if not text:
+    def on_command(self, msg: String) -> None:
+        if not msg.data.strip():
             return self.status("ignored an empty command")
+        text = command_target(msg.data)  # M3Error -> logged by guarded_callback
         if not self.client.wait_for_service(timeout_sec=2.0):
             return self.status(f"memory server {self.p('ground_service')} is not available")
         req = GroundObject.Request(
             text=text, feature=self.p("feature"), min_score=self.p("min_score"), max_results=1
         )
-        res = await self.client.call_async(req)
+        future, done = self.client.call_async(req), threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(self.p("ground_timeout")):  # the reentrant group serves the reply
+            self.client.remove_pending_request(future)
+            return self.status(f"grounding {text!r}: no answer in {self.p('ground_timeout')} s")
+        res = future.result()
         if res is None or not res.success:
             return self.status(f"grounding {text!r} failed: {res.message if res else 'no reply'}")
         if not res.objects:

@@ -65,14 +65,15 @@ if [ "$(cat "$VENV/.m3-interfaces" 2>/dev/null)" != "$iface_hash" ] \
    || ! "$PY" -c "import m3_ros.srv" 2>/dev/null; then
   log "building the m3_ros interfaces"
   export AMENT_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH" LD_LIBRARY_PATH="$VENV/lib:${LD_LIBRARY_PATH:-}"
-  BUILD="$ROOT/build/venv"
+  BUILD="$VENV/.m3-build"  # per venv: several venvs (M3_VENV) may share one checkout
+  LOG="$BUILD/cmake.log"
   mkdir -p "$BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DM3_INTERFACES_ONLY=ON -DBUILD_TESTING=OFF \
     -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
-    -DPython3_EXECUTABLE="$VENV/bin/python" -DPython3_FIND_VIRTUALENV=ONLY >"$ROOT/build/cmake.log" 2>&1 \
-    || { tail -30 "$ROOT/build/cmake.log"; exit 1; }
-  cmake --build "$BUILD" -j2 >>"$ROOT/build/cmake.log" 2>&1 || { tail -30 "$ROOT/build/cmake.log"; exit 1; }
-  cmake --install "$BUILD" >>"$ROOT/build/cmake.log" 2>&1 || { tail -30 "$ROOT/build/cmake.log"; exit 1; }
+    -DPython3_EXECUTABLE="$VENV/bin/python" -DPython3_FIND_VIRTUALENV=ONLY >"$LOG" 2>&1 \
+    || { tail -30 "$LOG"; exit 1; }
+  cmake --build "$BUILD" -j2 >>"$LOG" 2>&1 || { tail -30 "$LOG"; exit 1; }
+  cmake --install "$BUILD" >>"$LOG" 2>&1 || { tail -30 "$LOG"; exit 1; }
   echo "$iface_hash" > "$VENV/.m3-interfaces"
 fi
 

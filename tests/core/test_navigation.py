@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from m3_core.errors import InvalidInputError
-from m3_core.navigation import standoff_goal
+from m3_core.navigation import command_target, standoff_goal
 
 
 def test_goal_faces_object_from_robot_side():
@@ -41,3 +41,29 @@ def test_no_free_goal_and_bad_box():
         standoff_goal([-0.1, -0.1, 0], [0.1, 0.1, 1], distance=1.36, obstacles_xy=ring)
     with pytest.raises(InvalidInputError):
         standoff_goal([0, 0, float("nan")], [1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "command, target",
+    [
+        ("go to the espresso machine", "espresso machine"),
+        ("Go to the espresso machine.", "espresso machine"),
+        ("please navigate to a chair", "chair"),
+        ("drive over to my backpack!", "backpack"),
+        ("head towards the red mug", "red mug"),
+        ("find the tripod", "tripod"),
+        ("espresso", "espresso"),
+        ("  table  ", "table"),
+        ("go-kart", "go-kart"),  # a name that starts like a verb stays whole
+        ("go to theatre seats", "theatre seats"),
+        ("the table", "the table"),  # no verb: as is (an open-vocabulary query may want it)
+    ],
+)
+def test_command_target_strips_the_verb_and_article(command, target):
+    assert command_target(command) == target
+
+
+@pytest.mark.parametrize("command", ["", "   ", "go to the", "find ."])
+def test_command_without_an_object_is_refused(command):
+    with pytest.raises(InvalidInputError, match="no object"):
+        command_target(command)

@@ -68,10 +68,11 @@ def test_cmake_installs_an_executable_per_node():
     assert set(NODES) <= set(line.replace(")", " ").split())
 
 
-def test_launch_description_builds_when_launch_ros_is_installed():
+def test_launch_description_builds_when_launch_ros_is_installed(monkeypatch, tmp_path):
     pytest.importorskip("launch_ros")
-    import importlib.util
-
+    # the share folder comes from the ament index (a pip venv has no AMENT_PREFIX_PATH)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", launch_env(tmp_path)["AMENT_PREFIX_PATH"])
+    install_overlay(tmp_path / "install")
     spec = importlib.util.spec_from_file_location("memory_launch", LAUNCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -159,6 +160,20 @@ def install_overlay(prefix: Path) -> Path:
     return share / "launch" / LAUNCH.name
 
 
+def launch_env(tmp: Path) -> dict:
+    """Environment for a launcher: the overlay first, the nodes running this checkout's code
+    (also where an installed m3_ros is sourced), unbuffered output."""
+    return {
+        **os.environ,
+        "AMENT_PREFIX_PATH": os.pathsep.join(
+            [str(tmp / "install"), os.environ.get("AMENT_PREFIX_PATH") or sys.prefix]
+        ),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+        "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+    }
+
+
 class Launch:
     """The launch file in its own process group, with launch arguments; output in a log."""
 
@@ -169,22 +184,12 @@ class Launch:
             cmd = [sys.executable, "-c", ROS2_CLI, "launch", "m3_ros", LAUNCH.name, *argv]
         else:
             cmd = [sys.executable, "-c", LAUNCH_SERVICE, str(launch_file), *argv]
-        env = {
-            **os.environ,
-            "AMENT_PREFIX_PATH": os.pathsep.join(
-                [str(tmp / "install"), os.environ.get("AMENT_PREFIX_PATH") or sys.prefix]
-            ),
-            # the nodes run this checkout's code, also where an installed m3_ros is sourced
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
-            "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
-        }
         self.log = tmp / "launch.log"
         with self.log.open("w") as out:  # cwd: the nodes' relative folders land in tmp
             self.proc = subprocess.Popen(
                 cmd,
                 cwd=tmp,
-                env=env,
+                env=launch_env(tmp),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -229,18 +234,23 @@ def alive(pid: int) -> bool:
 
 
 def call_service(client, srv_type, name: str, request, timeout: float = 90.0):
-    """Like Client.call, but None (for a message with the launch log) instead of asserting."""
-    cli = client.node.create_client(srv_type, name)
-    try:
-        if not cli.wait_for_service(timeout_sec=timeout):
-            return None
-        future = cli.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return future.result() if future.done() else None
-    finally:
-        client.node.destroy_client(cli)
+    """The response, or None after ``timeout``. Retried: right after a respawn the dead
+    server's endpoints linger in DDS discovery (its lease), so a first request may go
+    unanswered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cli = client.node.create_client(srv_type, name)
+        try:
+            if cli.wait_for_service(timeout_sec=max(0.1, deadline - time.monotonic())):
+                future = cli.call_async(request)
+                attempt = min(deadline, time.monotonic() + 15.0)
+                while not future.done() and time.monotonic() < attempt:
+                    time.sleep(0.02)
+                if future.done():
+                    return future.result()
+        finally:
+            client.node.destroy_client(cli)
+    return None
 
 
 def get_param(client, node: str, name: str):
@@ -253,12 +263,17 @@ def get_param(client, node: str, name: str):
     return None if res is None else parameter_value_to_python(res.values[0])
 
 
-def test_launch_file_runs_the_nodes_for_real(trained_memory, client, tmp_path):
+@pytest.fixture(scope="session")
+def launch_ros():
+    """Skips before the (session) memory is trained: listed first, same scope."""
+    return pytest.importorskip("launch_ros")
+
+
+def test_launch_file_runs_the_nodes_for_real(launch_ros, trained_memory, client, tmp_path):
     """`ros2 launch m3_ros memory.launch.py` with memory_path / params_file arguments: all
     four nodes come up, the memory server is active and answers over DDS, the arguments
     reach the nodes (memory_path beats the YAML), a killed node is respawned while the
     others keep running, and ctrl-c stops everything cleanly."""
-    pytest.importorskip("launch_ros")
     from lifecycle_msgs.srv import GetState
 
     from m3_ros.srv import GroundObject
@@ -307,3 +322,36 @@ def test_launch_file_runs_the_nodes_for_real(trained_memory, client, tmp_path):
     for pid in running:
         assert f"process has finished cleanly [pid {pid}]" in out, launch.fail(str(pid))
     assert "Traceback" not in out, launch.fail("a traceback")
+
+
+def test_launch_switches_leave_nodes_out(launch_ros, client, tmp_path):
+    off = {"collector": "false", "trainer": "false", "memory_server": "false"}
+    launch = Launch(tmp_path, off)
+    try:
+        up = lambda: "nav_bridge" in client.node.get_node_names()  # noqa: E731
+        wait_for(lambda: up() or launch.proc.poll() is not None, 90, "nav_bridge")
+        assert up(), launch.fail("nav_bridge did not come up")
+    finally:
+        code = launch.stop()
+    out = launch.output()
+    assert out.count("process started") == 1 and len(launch.pids("nav_bridge")) == 1, out
+    assert code == 0 and "process has finished cleanly" in out, launch.fail(f"exit {code}")
+
+
+def test_ros2_launch_show_args_describes_every_argument(launch_ros, tmp_path):
+    pytest.importorskip("ros2launch")
+    install_overlay(tmp_path / "install")
+    res = subprocess.run(
+        [sys.executable, "-c", ROS2_CLI, "launch", "m3_ros", LAUNCH.name, "--show-args"],
+        env=launch_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    share = tmp_path / "install" / "share" / "m3_ros"
+    assert f"(default: '{share / 'config' / 'm3_params.yaml'}')" in res.stdout
+    for name, what in launch_node_table().items():
+        assert f"'{name}':" in res.stdout and f"start {name}: {what}" in res.stdout
+    for name in ("params_file", "memory_path", "use_sim_time"):
+        assert f"'{name}':" in res.stdout

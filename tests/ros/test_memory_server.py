@@ -93,7 +93,7 @@ def test_nav_bridge_publishes_a_standoff_goal(trained_memory, spawn, client):
     status = client.collect(String, "/nav_bridge/status")
     cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
     wait_for(lambda: cmd.get_subscription_count() > 0, 30, "nav_bridge subscription", bridge)
-    cmd.publish(String(data="table"))
+    cmd.publish(String(data="Go to the table."))  # the verb is stripped before grounding
     wait_for(lambda: goals, 60, "a goal on /goal_pose", bridge)
     goal = goals[0]
     assert goal.header.frame_id == "map"
@@ -118,6 +118,28 @@ def test_nav_bridge_publishes_a_standoff_goal(trained_memory, spawn, client):
         bridge,
     )
     assert len(goals) == 1
+
+
+def test_nav_bridge_gives_up_on_a_server_that_never_answers(spawn, client):
+    import threading
+
+    release = threading.Event()
+
+    def stuck(req, res):
+        release.wait(20)
+        return res
+
+    client.node.create_service(GroundObject, "/stuck/ground_object", stuck)
+    bridge = spawn("nav_bridge", {"ground_service": "/stuck/ground_object", "ground_timeout": 1.0})
+    status = client.collect(String, "/nav_bridge/status")
+    cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
+    wait_for(lambda: cmd.get_subscription_count() > 0, 30, "nav_bridge subscription", bridge)
+    cmd.publish(String(data="go to the chair"))
+    wait_for(lambda: any("no answer in 1.0 s" in m.data for m in status), 30, "a timeout", bridge)
+    release.set()
+    cmd.publish(String(data="   "))
+    wait_for(lambda: any("empty command" in m.data for m in status), 30, "still alive", bridge)
+    assert bridge.alive()
 
 
 def test_memory_arrives_from_another_host_and_bad_archives_change_nothing(
