@@ -158,3 +158,68 @@ class _Stamped:
     @property
     def frame_id(self) -> str:
         return self.header.frame_id
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="tf2_ros is not installed (runs on a ROS 2 install)")
+def test_collector_takes_camera_poses_from_tf(spawn, client, tmp_path):
+    """A robot broadcasting map -> base_link (moving) and base_link -> cam_optical (static):
+    the collector's keyframes carry map <- cam_optical at each image's time."""
+    import tf2_ros
+
+    from m3_core.data import load_dataset
+    from tests.ros.conftest import wait_for
+
+    base_to_cam = pose_matrix([0.2, 0.0, 0.4], [-0.5, 0.5, -0.5, 0.5])
+    collector = spawn(
+        "collector",
+        {
+            "pose_source": "tf",
+            "image_topic": "/cam/image",
+            "camera_info_topic": "/cam/info",
+            "output_dir": str(tmp_path),
+            "recording_id": "tf_walk",
+            "min_translation": 0.0,
+            "min_rotation_deg": 0.0,
+            "blur_ratio": 0.0,
+        },
+    )
+
+    def tf_msg(parent: str, child: str, m: torch.Tensor, stamp) -> TransformStamped:
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id, t.header.stamp = parent, child, stamp
+        p = convert.matrix_to_pose_msg(m)
+        t.transform.translation.x, t.transform.translation.y = p.position.x, p.position.y
+        t.transform.translation.z = p.position.z
+        t.transform.rotation = p.orientation
+        return t
+
+    static = tf2_ros.StaticTransformBroadcaster(client.node)
+    moving = tf2_ros.TransformBroadcaster(client.node)
+    now = client.node.get_clock().now().to_msg()
+    static.sendTransform(tf_msg("base_link", "cam_optical", base_to_cam, now))
+    pub_img = client.node.create_publisher(Image, "/cam/image", 10)
+    pub_info = client.node.create_publisher(CameraInfo, "/cam/info", 10)
+    wait_for(lambda: pub_img.get_subscription_count() > 0, 30, "collector", collector)
+    time.sleep(1.0)
+    cam = Camera(50.0, 50.0, 16.0, 12.0, 32, 24, torch.eye(4, dtype=torch.float64))
+    rng = np.random.default_rng(0)
+    bases = []
+    for k in range(6):
+        stamp = client.node.get_clock().now().to_msg()
+        base = pose_matrix([0.3 * k, 0.1 * k, 0.0], [0.0, 0.0, np.sin(0.1 * k), np.cos(0.1 * k)])
+        bases.append(base)
+        moving.sendTransform(tf_msg("map", "base_link", base, stamp))
+        rgb = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        img, info = convert.array_to_image(rgb, "rgb8"), convert.camera_info_msg(cam)
+        for m in (img, info):
+            m.header.stamp, m.header.frame_id = stamp, "cam_optical"
+        pub_info.publish(info)
+        pub_img.publish(img)
+        time.sleep(0.3)
+    root = tmp_path / "tf_walk"
+    wait_for(lambda: (root / "transforms.json").exists(), 30, "a keyframe", collector)
+    wait_for(lambda: len(load_dataset(root).frames) == 6, 30, "6 keyframes", collector)
+    for frame, base in zip(load_dataset(root).frames, bases):
+        expect = base @ base_to_cam
+        torch.testing.assert_close(frame.camera.c2w.double(), expect, atol=1e-5, rtol=0)
+    assert collector.alive()
