@@ -105,8 +105,18 @@ class CameraInputs:
         if p("depth_topic"):
             streams["depth"] = (Image, p("depth_topic"))
         self.names = list(streams)
-        # sensor-data QoS (best effort) with a queue deep enough for bursts
-        qos = QoSProfile(depth=p("queue_size"), reliability=QoSReliabilityPolicy.BEST_EFFORT)
+        # sensor-data QoS (best effort; "reliable" for one host or a wired link: large images
+        # fragment, and a best-effort reader drops a whole frame for one lost fragment)
+        if p("sensor_qos") not in ("best_effort", "reliable"):
+            raise InvalidInputError(
+                f"sensor_qos must be best_effort or reliable: {p('sensor_qos')!r}"
+            )
+        reliability = (
+            QoSReliabilityPolicy.RELIABLE
+            if p("sensor_qos") == "reliable"
+            else QoSReliabilityPolicy.BEST_EFFORT
+        )
+        qos = QoSProfile(depth=p("queue_size"), reliability=reliability)
         self.backend = sync_backend(p("sync"))
         if self.backend == "message_filters":
             import message_filters as mf
@@ -116,7 +126,11 @@ class CameraInputs:
             self.sync.registerCallback(lambda *msgs: self.on_paired(dict(zip(self.names, msgs))))
         else:
             self.sync = NearestTimeSync(
-                self.names[1:], self._on_builtin, slop=p("slop"), queue_size=p("queue_size")
+                self.names[1:],
+                self._on_builtin,
+                slop=p("slop"),
+                queue_size=p("queue_size"),
+                max_delay=p("max_delay"),
             )
             for name, (cls, topic) in streams.items():
                 node.create_subscription(cls, topic, guarded_callback(node, self._feed(name)), qos)

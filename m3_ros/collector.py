@@ -41,7 +41,10 @@ PARAMS = {
     "camera_frame": "",  # tf: camera optical frame; empty: the image's header.frame_id
     "tf_timeout": 0.2,  # seconds to wait for a transform at the image time
     "sync": "auto",  # auto (message_filters when importable) | message_filters | builtin
+    "sensor_qos": "best_effort",  # best_effort (WiFi, any publisher) | reliable (no loss)
     "slop": 0.05,
+    "max_delay": 0.5,  # builtin pairing: seconds an image waits for its partners (reliable
+    # DDS may resend a lost message seconds later: raise it with sensor_qos reliable)
     "queue_size": 30,
     "output_dir": "recordings",
     "recording_id": "",  # empty: a recent rec_* (respawn after a crash) or a new rec_<time>
@@ -64,6 +67,7 @@ class Collector(Node):
         for name, default in PARAMS.items():
             self.declare_parameter(name, default)
         p = self.p
+        self.inputs = CameraInputs(self, p, self.on_frame)  # bad parameters fail before disk
         out = Path(p("output_dir")).expanduser()
         self.recording_id = choose_recording(out, p("recording_id"), p("resume_window_s"))
         self.selector = KeyframeSelector(
@@ -77,7 +81,6 @@ class Collector(Node):
             pub.publish if p("stream_keyframes") else None,
             p("queue_size"),
         )
-        self.inputs = CameraInputs(self, p, self.on_frame)
         self.trainer = ActionClient(self, TrainMemory, p("trainer_action"))
         self.create_service(Trigger, "~/start_training", self.on_start_training)
         self.get_logger().info(

@@ -33,6 +33,8 @@ class NearestTimeSync:
         self.dropped = 0
 
     def add_primary(self, stamp: float, msg: object) -> None:
+        if len(self.primary) == self.queue_size:
+            self.dropped += 1  # the oldest undecided image falls out of the bounded queue
         self.primary.append((stamp, msg))
         self._process()
 

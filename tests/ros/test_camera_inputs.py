@@ -59,19 +59,30 @@ def test_tf_lookup_gives_the_camera_pose_and_clear_errors():
         poses.lookup("cam_optical", stamp)
 
 
-@pytest.mark.skipif(HAVE_TF, reason="tf2_ros is installed")
-def test_tf_without_tf2_is_one_readable_line():
-    params = {"pose_source": "tf"}
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"pose_source": "tf"}, "error: pose_source 'tf' needs tf2_ros"),
+        ({"pose_source": "gps"}, "error: pose_source must be topic or tf"),
+        ({"sensor_qos": "fast"}, "error: sensor_qos must be best_effort or reliable"),
+        ({"sync": "exact"}, "error: sync must be auto, message_filters or builtin"),
+    ],
+)
+def test_bad_collector_parameters_are_one_readable_line(params, message, tmp_path):
+    if "tf2_ros" in message and HAVE_TF:
+        pytest.skip("tf2_ros is installed")
     res = subprocess.run(
         [sys.executable, "-m", "m3_ros.collector", "--ros-args"]
+        + ["-p", f"output_dir:={tmp_path}"]
         + [a for k, v in params.items() for a in ("-p", f"{k}:={v}")],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert res.returncode == 2, res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith("error: pose_source 'tf' needs tf2_ros")
+    assert res.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in res.stderr
+    assert not any(tmp_path.iterdir())  # nothing recorded, nothing created
 
 
 def test_sync_backend_choice():

@@ -38,3 +38,13 @@ def test_out_of_order_secondaries_are_sorted():
     sync.add("pose", 0.10, "a")
     sync.add_primary(0.11, "img")
     assert out == ["a"]
+
+
+def test_overflowing_images_are_counted_as_dropped():
+    out = []
+    sync = NearestTimeSync(["pose"], lambda t, img, pose: out.append(img), queue_size=3)
+    for k in range(5):  # no pose yet: images wait, the two oldest fall out
+        sync.add_primary(0.01 * k, f"img{k}")
+    assert sync.dropped == 2
+    sync.add("pose", 0.04, "p")  # settles the three left, all within slop of p
+    assert out == ["img2", "img3", "img4"]
