@@ -95,6 +95,11 @@ def node_params(args: argparse.Namespace, out: Path) -> dict[str, dict]:
             "output_dir": str(out / "recordings"),
             "recording_id": RECORDING,
             "stream_keyframes": False,  # trainer on this host: the goal names the folder
+            # one host: reliable delivery, and time for DDS to resend a lost message, so every
+            # published frame reaches the keyframe policy (best effort lost ~1/3 of them here)
+            "sensor_qos": "reliable",
+            "max_delay": 3.0,
+            "queue_size": 60,
         },
         "trainer": {
             "recordings_dir": str(out / "trainer_recordings"),
