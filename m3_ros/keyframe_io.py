@@ -121,7 +121,7 @@ class KeyframeReceiver:
                 writer = self.writers[msg.recording_id] = TransformsWriter(
                     self.root / msg.recording_id
                 )
-            if msg.name in {f.name for f in writer.frames}:
+            if msg.name in writer:
                 return  # re-sent keyframe
             rgb = convert.compressed_to_rgb(msg.image)
             depth = convert.depth_to_metres(msg.depth) if msg.depth.width else None

@@ -201,6 +201,10 @@ class TransformsWriter:
     def __len__(self) -> int:
         return len(self._frames)
 
+    def __contains__(self, name: str) -> bool:
+        """Whether a frame called ``name`` is already written."""
+        return name in self._names
+
     def next_name(self) -> str:
         """The first free ``frame_NNNNNN`` name (counting on from the frames already there)."""
         n = len(self._frames)

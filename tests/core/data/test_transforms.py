@@ -84,6 +84,8 @@ def test_resume_keeps_frames_and_new_names_do_not_collide(tmp_path: Path) -> Non
     cam = _camera(random_c2w(torch.Generator().manual_seed(5)))
     new = writer.add_frame(None, np.zeros((H, W, 3), np.uint8), cam)
     assert new.name not in {w["name"] for w in first}
+    assert all(w["name"] in writer for w in first) and new.name in writer
+    assert "frame_999999" not in writer
     ds = load_dataset(tmp_path)
     assert len(ds) == 3 and ds.load_depth(ds.index_of(new.name)) is None
     torch.testing.assert_close(ds.frames[ds.index_of(new.name)].camera.c2w, cam.c2w)
