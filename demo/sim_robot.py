@@ -115,7 +115,10 @@ class WalkPublisher:
 
         types = {"image": Image, "depth": Image, "info": CameraInfo, "odom": Odometry}
         self.node = node
-        self.pubs = {k: node.create_publisher(types[k], TOPICS[k][0], 10) for k in TOPICS}
+        # reliable, and a history long enough (5 s at 20 Hz) that a message lost on the way
+        # can still be resent when the subscriber asks for it again (else it is lost for good)
+        depth = 100
+        self.pubs = {k: node.create_publisher(types[k], TOPICS[k][0], depth) for k in TOPICS}
 
     def subscribers(self) -> int:
         return self.pubs["image"].get_subscription_count()

@@ -57,10 +57,12 @@ def wait_until(pred, timeout: float, stack: NodeStack, what: str, poll: float = 
 
 def collect(client, args, frames, stack: NodeStack, rec: Path) -> dict:
     from demo import sim_robot
+    from m3_ros.msg import CollectorStatus
 
+    status = client.collect(CollectorStatus, "/collector/status", depth=1)
     pub = sim_robot.WalkPublisher(client.node)
     wait_until(lambda: pub.subscribers() > 0, 60, stack, "the collector to subscribe")
-    time.sleep(1.0)  # let discovery settle for all four topics
+    time.sleep(1.0)  # and for the collector's side of the discovery
 
     def progress(k: int, n: int | None = None) -> None:
         if k % 20 == 0 or k == n:
@@ -76,13 +78,16 @@ def collect(client, args, frames, stack: NodeStack, rec: Path) -> dict:
         sim_robot.publish_frames(pub, frames, args.rate, on_frame=progress)
         n = len(frames)
     publish_s = time.monotonic() - t0
-    last, stable_since = -1, time.monotonic()
-    while time.monotonic() - stable_since < 2.0:  # until the writer has caught up
-        k = keyframe_count(rec)
-        if k != last:
-            last, stable_since = k, time.monotonic()
-        time.sleep(0.2)
-    return {"published": n, "keyframes": last, "publish_s": round(publish_s, 2)}
+
+    def caught_up() -> bool:  # every image in (DDS may resend some seconds later), all written
+        s = status[-1] if status else None
+        return bool(s) and s.images_received >= n and not s.frames_pending + s.keyframes_queued
+
+    wait_until(caught_up, 120, stack, f"the collector to receive and write {n} frames")
+    s = status[-1]
+    say(f"collector: {s.images_received} images, {s.frames_paired} paired, "
+        f"{s.frames_rejected} rejected, {s.keyframes} keyframes")  # fmt: skip
+    return {"published": n, "keyframes": s.keyframes, "publish_s": round(publish_s, 2)}
 
 
 def train(client, args, rec: Path, out: Path, stack: NodeStack) -> tuple[object, dict]:

@@ -105,6 +105,7 @@ class CameraInputs:
         if p("depth_topic"):
             streams["depth"] = (Image, p("depth_topic"))
         self.names = list(streams)
+        self.received = self.paired = self.rejected = 0  # images, counted for ~/status
         # sensor-data QoS (best effort; "reliable" for one host or a wired link: large images
         # fragment, and a best-effort reader drops a whole frame for one lost fragment)
         if p("sensor_qos") not in ("best_effort", "reliable"):
@@ -122,6 +123,7 @@ class CameraInputs:
             import message_filters as mf
 
             subs = [mf.Subscriber(node, c, t, qos_profile=qos) for c, t in streams.values()]
+            subs[0].registerCallback(self._count_image)
             self.sync = mf.ApproximateTimeSynchronizer(subs, p("queue_size"), p("slop"))
             self.sync.registerCallback(lambda *msgs: self.on_paired(dict(zip(self.names, msgs))))
         else:
@@ -135,10 +137,31 @@ class CameraInputs:
             for name, (cls, topic) in streams.items():
                 node.create_subscription(cls, topic, guarded_callback(node, self._feed(name)), qos)
 
+    def _count_image(self, msg) -> None:
+        self.received += 1
+
     def _feed(self, name: str):
         if name == "image":
-            return lambda msg: self.sync.add_primary(stamp_s(msg.header), msg)
+
+            def on_image(msg) -> None:
+                self._count_image(msg)
+                self.sync.add_primary(stamp_s(msg.header), msg)
+
+            return on_image
         return lambda msg: self.sync.add(name, stamp_s(msg.header), msg)
+
+    def counts(self) -> dict[str, int]:
+        """Images received, paired, pending, unpaired, rejected so far. message_filters
+        does not say which images it still holds: there, pending is 0 and unpaired counts
+        every image not (yet) paired."""
+        pending = len(self.sync.primary) if self.backend == "builtin" else 0
+        return {
+            "images_received": self.received,
+            "frames_paired": self.paired,
+            "frames_pending": pending,
+            "frames_unpaired": self.received - self.paired - pending,
+            "frames_rejected": self.rejected,
+        }
 
     def _on_builtin(self, stamp: float, image, *others) -> None:
         self.on_paired({"image": image, **dict(zip(self.names[1:], others))})
@@ -146,6 +169,7 @@ class CameraInputs:
     def on_paired(self, msgs: dict) -> None:
         """Pose for the pair, then the callback; a bad message is logged and skipped."""
         image = msgs["image"]
+        self.paired += 1
         try:
             if self.use_tf:
                 frame = self.p("camera_frame") or image.header.frame_id
@@ -157,5 +181,6 @@ class CameraInputs:
                 world = pose.header.frame_id or self.p("world_frame")
             self.callback(image, msgs["info"], msgs.get("depth"), c2w, world)
         except M3Error as exc:  # never fatal: the next frame may be fine
+            self.rejected += 1
             t = stamp_s(image.header)
             self.node.get_logger().warning(f"skipped a frame at t={t:.3f}: {exc}")

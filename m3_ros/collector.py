@@ -7,7 +7,8 @@ base <- camera optical (``camera_extrinsic``, x y z qx qy qz qw; the default loo
 +x), or straight from tf2 with ``pose_source: tf``. Keyframes (``m3_core.data.keyframes``:
 motion and blur gates) are written atomically to ``output_dir/recording_id`` (reopening
 resumes) and streamed on ``~/keyframes`` (``m3_ros.keyframe_io``). ``~/start_training``
-(std_srvs/Trigger) sends a TrainMemory goal once enough keyframes exist.
+(std_srvs/Trigger) sends a TrainMemory goal once enough keyframes exist. ``~/status``
+(CollectorStatus, latched) counts images received, paired, rejected and keyframes written.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from sensor_msgs.msg import CompressedImage
 from std_srvs.srv import Trigger
 
 from m3_core.data.keyframes import KeyframePolicy, KeyframeSelector
+from m3_core.errors import InvalidInputError
 from m3_ros import convert
 from m3_ros.action import TrainMemory
 from m3_ros.camera_inputs import CameraInputs
 from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, choose_recording
-from m3_ros.msg import Keyframe
+from m3_ros.msg import CollectorStatus, Keyframe
 from m3_ros.node_utils import latched_qos, run_node
 
 PARAMS = {
@@ -58,6 +60,7 @@ PARAMS = {
     "trainer_action": "/trainer/train_memory",
     "shared_filesystem": True,  # send dataset_path too (trainer on this host)
     "incremental": True,  # later trainings grow the recording's memory with new keyframes
+    "status_period": 0.5,  # seconds between ~/status updates (CollectorStatus, when changed)
 }
 
 
@@ -67,6 +70,8 @@ class Collector(Node):
         for name, default in PARAMS.items():
             self.declare_parameter(name, default)
         p = self.p
+        if not p("status_period") > 0:
+            raise InvalidInputError(f"status_period must be > 0 s: {p('status_period')}")
         self.inputs = CameraInputs(self, p, self.on_frame)  # bad parameters fail before disk
         out = Path(p("output_dir")).expanduser()
         self.recording_id = choose_recording(out, p("recording_id"), p("resume_window_s"))
@@ -83,6 +88,9 @@ class Collector(Node):
         )
         self.trainer = ActionClient(self, TrainMemory, p("trainer_action"))
         self.create_service(Trigger, "~/start_training", self.on_start_training)
+        self.status_pub = self.create_publisher(CollectorStatus, "~/status", latched_qos(1))
+        self.last_counts: dict | None = None
+        self.create_timer(p("status_period"), self.publish_status)
         self.get_logger().info(
             f"recording to {self.sink.writer.root} ({len(self.sink)} frames so far; "
             f"pairing: {self.inputs.backend}, pose: {p('pose_source')})"
@@ -103,6 +111,16 @@ class Collector(Node):
         keep, _ = self.selector.consider(c2w, rgb)
         if keep:
             self.sink.put(KeyframeJob(rgb, camera, depth_m, image, info, depth, c2w, world_frame))
+
+    def publish_status(self) -> None:
+        counts = {**self.inputs.counts(), **self.sink.counts()}
+        if counts == self.last_counts:
+            return
+        self.last_counts = counts
+        msg = CollectorStatus(recording_id=self.recording_id, **counts)
+        msg.dataset_path = str(self.sink.writer.root.resolve())
+        msg.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(msg)
 
     def destroy_node(self) -> None:
         self.sink.close()

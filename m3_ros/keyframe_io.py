@@ -62,6 +62,8 @@ class KeyframeSink:
         self.writer = TransformsWriter(root)
         self.recording_id, self.logger, self.publish = recording_id, logger, publish
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.selected = self.written = self.dropped = 0  # this session, for ~/status
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
@@ -69,12 +71,29 @@ class KeyframeSink:
         return len(self.writer)
 
     def put(self, job: KeyframeJob) -> bool:
+        with self.lock:
+            self.selected += 1
         try:
             self.jobs.put_nowait(job)
             return True
         except queue.Full:
+            self._count_drop()
             self.logger.warning("writer is behind: dropped a keyframe")
             return False
+
+    def _count_drop(self) -> None:
+        with self.lock:
+            self.dropped += 1
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            selected, written, dropped = self.selected, self.written, self.dropped
+        return {
+            "keyframes_selected": selected,
+            "keyframes_queued": selected - written - dropped,
+            "keyframes_dropped": dropped,
+            "keyframes": len(self.writer),
+        }
 
     def close(self, timeout: float = 10.0) -> None:
         self.jobs.put(None)
@@ -85,8 +104,11 @@ class KeyframeSink:
             try:
                 frame = self.writer.add_frame(None, job.rgb, job.camera, job.depth_m)
             except (M3Error, OSError) as exc:
+                self._count_drop()
                 self.logger.error(f"could not write a keyframe: {exc}")
                 continue
+            with self.lock:
+                self.written += 1
             self.logger.info(f"keyframe {frame.name} ({len(self.writer)} total)")
             if self.publish is not None:
                 self.publish(self.message(frame.name, job))

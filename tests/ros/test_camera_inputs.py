@@ -66,6 +66,7 @@ def test_tf_lookup_gives_the_camera_pose_and_clear_errors():
         ({"pose_source": "gps"}, "error: pose_source must be topic or tf"),
         ({"sensor_qos": "fast"}, "error: sensor_qos must be best_effort or reliable"),
         ({"sync": "exact"}, "error: sync must be auto, message_filters or builtin"),
+        ({"status_period": 0.0}, "error: status_period must be > 0 s"),
     ],
 )
 def test_bad_collector_parameters_are_one_readable_line(params, message, tmp_path):

@@ -39,8 +39,11 @@ def walk(tmp_path_factory):
     return load_dataset(root)
 
 
-def publish_walk(client, walk, period: float = 0.1, frames: range | None = None) -> None:
-    """Each frame as a robot publishes it: image, camera info, odometry (base pose)."""
+def publish_walk(
+    client, walk, period: float = 0.1, frames: range | None = None, truncate: int = -1
+) -> None:
+    """Each frame as a robot publishes it: image, camera info, odometry (base pose); frame
+    ``truncate`` gets an image whose data is cut short (a corrupt message)."""
     qos = 10
     pub_img = client.node.create_publisher(Image, "/camera/image_raw", qos)
     pub_info = client.node.create_publisher(CameraInfo, "/camera/camera_info", qos)
@@ -53,6 +56,8 @@ def publish_walk(client, walk, period: float = 0.1, frames: range | None = None)
         stamp = client.node.get_clock().now().to_msg()
         rgb = (walk.load_image(k).numpy() * 255).round().astype(np.uint8)
         img = convert.array_to_image(rgb, "rgb8")
+        if k == truncate:
+            img.data = img.data[: len(img.data) // 2]
         depth = convert.array_to_image(walk.load_depth(k).numpy().astype(np.float32), "32FC1")
         info = convert.camera_info_msg(frame.camera)
         odom = Odometry()
@@ -92,11 +97,37 @@ COLLECT = {
 }
 
 
-def test_collector_writes_a_valid_dataset(walk, spawn, client, tmp_path):
+def test_collector_writes_a_valid_dataset_and_reports_its_counts(walk, spawn, client, tmp_path):
+    from m3_ros.msg import CollectorStatus
+
     out = tmp_path / "rec"
     collector = spawn("collector", {**COLLECT, "output_dir": str(out)})
-    publish_walk(client, walk)
-    wait_for(lambda: frame_count(out / "walk") == len(walk.frames), 30, "24 keyframes", collector)
+    status = client.collect(CollectorStatus, "/collector/status")
+    n = len(walk.frames)
+    publish_walk(client, walk, truncate=n - 1)  # the last image is corrupt: rejected, logged
+    want = {
+        "images_received": n,
+        "frames_paired": n,
+        "frames_pending": 0,
+        "frames_unpaired": 0,
+        "frames_rejected": 1,
+        "keyframes_selected": n - 1,
+        "keyframes_queued": 0,
+        "keyframes_dropped": 0,
+        "keyframes": n - 1,
+    }
+
+    def counts() -> dict:
+        return {k: getattr(status[-1], k) for k in want} if status else {}
+
+    deadline = time.monotonic() + 30
+    while counts() != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert counts() == want, collector.output()[-3000:]
+    assert frame_count(out / "walk") == n - 1
+    where = str((out / "walk").resolve())
+    assert (status[-1].recording_id, status[-1].dataset_path) == ("walk", where)
+    assert "skipped a frame" in collector.output()
     rec = load_dataset(out / "walk")
     for k, frame in enumerate(rec.frames):
         torch.testing.assert_close(frame.camera.c2w, walk.frames[k].camera.c2w, atol=1e-5, rtol=0)
