@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rclpy.action import ActionClient
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 from std_srvs.srv import Trigger
@@ -28,6 +27,7 @@ from m3_ros.camera_inputs import CameraInputs
 from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, choose_recording
 from m3_ros.msg import CollectorStatus, Keyframe
 from m3_ros.node_utils import latched_qos, run_node
+from m3_ros.train_goal import TrainingRequester
 
 PARAMS = {
     "image_topic": "/camera/image_raw",
@@ -86,7 +86,7 @@ class Collector(Node):
             pub.publish if p("stream_keyframes") else None,
             p("queue_size"),
         )
-        self.trainer = ActionClient(self, TrainMemory, p("trainer_action"))
+        self.trainer = TrainingRequester(self, p("trainer_action"))
         self.create_service(Trigger, "~/start_training", self.on_start_training)
         self.status_pub = self.create_publisher(CollectorStatus, "~/status", latched_qos(1))
         self.last_counts: dict | None = None
@@ -127,30 +127,13 @@ class Collector(Node):
         super().destroy_node()
 
     def on_start_training(self, req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
-        n, need = len(self.sink), self.p("min_keyframes")
-        if n < need:
-            res.success, res.message = False, f"only {n} keyframes; need {need}"
-            return res
-        if not self.trainer.server_is_ready():
-            res.success = False
-            res.message = f"trainer action {self.p('trainer_action')} is not available"
-            return res
         goal = TrainMemory.Goal(recording_id=self.recording_id, incremental=self.p("incremental"))
         if self.p("shared_filesystem"):
             goal.dataset_path = str(self.sink.writer.root.resolve())
-        self.trainer.send_goal_async(goal).add_done_callback(self._on_goal_response)
-        res.success = True
-        res.message = f"training requested on {n} keyframes of {self.recording_id}"
-        return res
-
-    def _on_goal_response(self, future) -> None:
-        handle = future.result()
-        if handle is None or not handle.accepted:
-            self.get_logger().warning("the trainer rejected the training goal (busy?)")
-            return
-        handle.get_result_async().add_done_callback(
-            lambda f: self.get_logger().info(f"training finished: {f.result().result.message}")
+        res.success, res.message = self.trainer.request(
+            goal, len(self.sink), self.p("min_keyframes")
         )
+        return res
 
 
 def main(args: list[str] | None = None) -> int:

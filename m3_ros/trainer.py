@@ -16,18 +16,18 @@ from __future__ import annotations
 import math
 import threading
 import traceback
-from pathlib import Path
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 
-from m3_core.errors import InvalidInputError, M3Error
+from m3_core.errors import M3Error
 from m3_ros.action import TrainMemory
 from m3_ros.keyframe_io import KeyframeReceiver
 from m3_ros.memory_delivery import archive_msg, memory_publisher
 from m3_ros.msg import Keyframe
 from m3_ros.node_utils import guarded_callback, latched_qos, run_node
+from m3_ros.train_goal import feedback_msg, resolve_goal
 
 PARAMS = {
     "recordings_dir": "recordings",  # streamed keyframes land here
@@ -80,56 +80,18 @@ class Trainer(Node):
         self.get_logger().info(f"accepted a TrainMemory goal for {what}")
         return GoalResponse.ACCEPT
 
-    def _resolve(self, goal: TrainMemory.Goal):
-        from m3_core.train import FeatureSpec, TrainConfig
-
-        if goal.dataset_path and Path(goal.dataset_path).exists():
-            data = Path(goal.dataset_path)
-        elif goal.recording_id:
-            data = Path(self.p("recordings_dir")).expanduser() / goal.recording_id
-        else:
-            raise InvalidInputError("goal needs an existing dataset_path or a recording_id")
-        names = list(goal.features) or list(self.p("features"))
-        over = {
-            "features": [FeatureSpec.parse(n) for n in names],
-            "device": goal.device or self.p("device"),
-            "max_image_size": tuple(self.p("max_image_size")),
-        }
-        iters = goal.iterations or self.p("iterations")
-        if iters:
-            over["iterations"] = int(iters)
-        cfg = (
-            TrainConfig.small_scene(**over) if self.p("preset") == "small" else TrainConfig(**over)
-        )
-        # one memory folder per recording: a re-sent goal resumes, an incremental one grows it
-        out = Path(goal.output_path or Path(self.p("memories_dir")).expanduser() / data.name)
-        return data, cfg, out
-
     def execute(self, goal_handle) -> TrainMemory.Result:
         from m3_core.train.pipeline import train_memory
 
         result = TrainMemory.Result(psnr=math.nan)
         with self.busy:
             try:
-                data, cfg, out = self._resolve(goal_handle.request)
-
-                def feedback(p) -> None:
-                    fb = TrainMemory.Feedback(
-                        stage=p.stage,
-                        step=p.step,
-                        total=p.total,
-                        loss=p.loss,
-                        psnr=p.psnr,
-                        num_gaussians=p.num_gaussians,
-                        eta_seconds=p.eta_s,
-                    )
-                    goal_handle.publish_feedback(fb)
-
+                data, cfg, out = resolve_goal(goal_handle.request, self.p)
                 res = train_memory(
                     data,
                     cfg,
                     out,
-                    feedback,
+                    lambda progress: goal_handle.publish_feedback(feedback_msg(progress)),
                     lambda: goal_handle.is_cancel_requested,
                     weights_dir=self.p("weights_dir") or None,
                     incremental=goal_handle.request.incremental,

@@ -2,10 +2,7 @@
 # The built-in demo (simulated quadruped walk -> collect -> train -> serve -> ground -> goals).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${M3_VENV:-$ROOT/.venv}  # the venv setup.sh prepares (M3_VENV: another one)
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
-if ! "$ROOT/.venv/bin/python" -c "import demo.run" 2>/dev/null; then
-  echo "m3 demo: not yet available: the simulated-walk demo (issue 8) has not landed." >&2
-  exit 3
-fi
-exec "$ROOT/.venv/bin/python" -m demo.run "$@"
+exec "$VENV/bin/python" -m demo.run "$@"

@@ -3,6 +3,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/core -k psc).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${M3_VENV:-$ROOT/.venv}  # the venv setup.sh prepares (M3_VENV: another one)
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m pytest "${@:-tests}"
+exec "$VENV/bin/python" -m pytest "${@:-tests}"
