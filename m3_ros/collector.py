@@ -5,8 +5,10 @@ timestamp within ``slop`` seconds (``m3_ros.camera_inputs``: message_filters whe
 else the equivalent ``m3_ros.sync``). The pose is world <- base (Odometry / PoseStamped) times
 base <- camera optical (``camera_extrinsic``, x y z qx qy qz qw; the default looks along base
 +x), or straight from tf2 with ``pose_source: tf``. Keyframes (``m3_core.data.keyframes``:
-motion and blur gates) are written atomically to ``output_dir/recording_id`` (reopening
-resumes) and streamed on ``~/keyframes`` (``m3_ros.keyframe_io``). ``~/start_training``
+motion and blur gates) are undistorted to pinhole with their CameraInfo (plumb_bob,
+rational_polynomial, equidistant; ``image_rectified`` for image_rect topics), written
+atomically to ``output_dir/recording_id`` (reopening resumes) and streamed on ``~/keyframes``
+(``m3_ros.keyframe_io``). ``~/start_training``
 (std_srvs/Trigger) sends a TrainMemory goal once enough keyframes exist. ``~/status``
 (CollectorStatus, latched) counts images received, paired, rejected and keyframes written.
 """
@@ -20,11 +22,12 @@ from sensor_msgs.msg import CompressedImage
 from std_srvs.srv import Trigger
 
 from m3_core.data.keyframes import KeyframePolicy, KeyframeSelector
+from m3_core.data.undistort import RectifierCache
 from m3_core.errors import InvalidInputError
 from m3_ros import convert
 from m3_ros.action import TrainMemory
 from m3_ros.camera_inputs import CameraInputs
-from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, choose_recording
+from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, choose_recording, rectify
 from m3_ros.msg import CollectorStatus, Keyframe
 from m3_ros.node_utils import latched_qos, run_node
 from m3_ros.train_goal import TrainingRequester
@@ -35,6 +38,7 @@ PARAMS = {
     "depth_topic": "",  # empty: no depth
     "depth_scale": 0.001,  # metres per unit of 16UC1 depth
     "camera_info_topic": "/camera/camera_info",
+    "image_rectified": False,  # true for image_rect topics: intrinsics from P, no undistortion
     "pose_source": "topic",  # topic (pose_topic + camera_extrinsic) | tf (tf2 lookup)
     "pose_topic": "/odom",
     "pose_type": "odometry",  # odometry | pose_stamped
@@ -75,6 +79,7 @@ class Collector(Node):
         self.inputs = CameraInputs(self, p, self.on_frame)  # bad parameters fail before disk
         out = Path(p("output_dir")).expanduser()
         self.recording_id = choose_recording(out, p("recording_id"), p("resume_window_s"))
+        self.rectifiers = RectifierCache()  # distorted lenses -> pinhole keyframes
         self.selector = KeyframeSelector(
             KeyframePolicy(p("min_translation"), p("min_rotation_deg"), p("blur_ratio"))
         )
@@ -106,11 +111,14 @@ class Collector(Node):
             rgb = convert.compressed_to_rgb(image)
         else:
             rgb = convert.image_to_rgb(image)
-        camera = convert.camera_from_info(info, c2w)
         depth_m = None if depth is None else convert.depth_to_metres(depth, self.p("depth_scale"))
         keep, _ = self.selector.consider(c2w, rgb)
-        if keep:
-            self.sink.put(KeyframeJob(rgb, camera, depth_m, image, info, depth, c2w, world_frame))
+        if keep:  # undistort only what is kept
+            rgb, depth_m, camera, remapped = rectify(
+                rgb, depth_m, info, c2w, self.rectifiers, self.p("image_rectified")
+            )
+            job = KeyframeJob(rgb, camera, depth_m, image, info, world_frame, remapped)
+            self.sink.put(job)
 
     def publish_status(self) -> None:
         counts = {**self.inputs.counts(), **self.sink.counts()}

@@ -14,6 +14,7 @@ from geometry_msgs.msg import Point, Pose, PoseStamped, Transform
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
 
+from m3_core.data.undistort import LensModel
 from m3_core.errors import InvalidInputError
 from m3_core.types import Camera, matrix_to_pose, pose_matrix
 
@@ -125,6 +126,28 @@ def camera_from_info(info: CameraInfo, c2w: torch.Tensor) -> Camera:
     if info.width == 0 or info.height == 0 or k[0] <= 0 or k[4] <= 0:
         raise InvalidInputError("camera_info needs width, height and a K with fx, fy > 0")
     return Camera(k[0], k[4], k[2], k[5], int(info.width), int(info.height), c2w.float())
+
+
+def lens_model(info: CameraInfo) -> LensModel:
+    """CameraInfo -> the hashable lens description ``m3_core.data.undistort`` rectifies."""
+    return LensModel(
+        info.distortion_model,
+        tuple(float(v) for v in info.d),
+        tuple(float(v) for v in info.k),
+        tuple(float(v) for v in info.r),
+        tuple(float(v) for v in info.p),
+        int(info.width),
+        int(info.height),
+    )
+
+
+def rectified_camera_from_info(info: CameraInfo, c2w: torch.Tensor) -> Camera:
+    """For an already rectified image (``image_rect``): its intrinsics are P's left 3x3 (ROS
+    convention: K and D describe the raw image)."""
+    p = [float(v) for v in info.p]
+    if info.width == 0 or info.height == 0 or p[0] <= 0 or p[5] <= 0:
+        raise InvalidInputError("camera_info needs width, height and a P with fx, fy > 0")
+    return Camera(p[0], p[5], p[2], p[6], int(info.width), int(info.height), c2w.float())
 
 
 def camera_info_msg(camera: Camera, frame_id: str = "camera_optical_frame") -> CameraInfo:

@@ -21,6 +21,7 @@ import torch
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from m3_core.data.transforms import TransformsWriter
+from m3_core.data.undistort import RectifierCache
 from m3_core.errors import InvalidInputError, M3Error
 from m3_core.types import Camera
 from m3_ros import convert
@@ -43,16 +44,35 @@ def choose_recording(output_dir: Path, recording_id: str, resume_window_s: float
     return min(recent)[1] if recent else time.strftime("rec_%Y%m%d_%H%M%S")
 
 
+def rectify(
+    rgb: np.ndarray,  # [H, W, 3] uint8, as the camera took it
+    depth_m: np.ndarray | None,  # [H, W] metres, registered to the colour camera
+    info: CameraInfo,
+    c2w: torch.Tensor,  # [4, 4] camera optical -> world
+    cache: RectifierCache,
+    image_rectified: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, Camera, bool]:
+    """The pinhole keyframe M3 trains on: (rgb, depth, camera, remapped). A distorted image is
+    undistorted with its CameraInfo (``m3_core.data.undistort``); ``image_rectified`` (an
+    ``image_rect`` topic) takes the intrinsics from P and remaps nothing."""
+    if image_rectified:
+        return rgb, depth_m, convert.rectified_camera_from_info(info, c2w), False
+    rect = cache.get(convert.lens_model(info))
+    if rect.identity:
+        return rgb, depth_m, convert.camera_from_info(info, c2w), False
+    depth_m = None if depth_m is None else rect.depth(depth_m)
+    return rect.rgb(rgb), depth_m, rect.camera(c2w.float()), True
+
+
 @dataclass
 class KeyframeJob:
-    rgb: np.ndarray  # [H, W, 3] uint8
-    camera: Camera
-    depth_m: np.ndarray | None  # [H, W] metres
-    image: Image | CompressedImage  # the source messages, streamed as they came
+    rgb: np.ndarray  # [H, W, 3] uint8, pinhole (rectified when the lens distorts)
+    camera: Camera  # pinhole intrinsics + pose of ``rgb``
+    depth_m: np.ndarray | None  # [H, W] metres, aligned with ``rgb``
+    image: Image | CompressedImage  # the source messages (streamed as they came if unchanged)
     info: CameraInfo
-    depth: Image | None
-    c2w: torch.Tensor  # [4, 4] camera optical -> world
     world_frame: str
+    remapped: bool = False  # rgb / depth_m were undistorted: stream those, not the sources
 
 
 class KeyframeSink:
@@ -114,16 +134,20 @@ class KeyframeSink:
                 self.publish(self.message(frame.name, job))
 
     def message(self, name: str, job: KeyframeJob) -> Keyframe:
-        msg = Keyframe(recording_id=self.recording_id, name=name, camera_info=job.info)
+        """The keyframe as written: pinhole camera info and pose, images as on disk."""
+        info = convert.camera_info_msg(job.camera, job.info.header.frame_id)
+        info.header.stamp = job.info.header.stamp
+        msg = Keyframe(recording_id=self.recording_id, name=name, camera_info=info)
         msg.header.stamp = job.image.header.stamp
         msg.header.frame_id = job.world_frame
-        if isinstance(job.image, CompressedImage):
+        if isinstance(job.image, CompressedImage) and not job.remapped:
             msg.image = job.image
         else:
-            msg.image = convert.rgb_to_compressed(job.rgb, "png")
-        if job.depth is not None:
-            msg.depth = job.depth
-        msg.camera_pose = convert.matrix_to_pose_msg(job.c2w)
+            fmt = "jpeg" if isinstance(job.image, CompressedImage) else "png"
+            msg.image = convert.rgb_to_compressed(job.rgb, fmt)
+        if job.depth_m is not None:  # metres as written (no depth_scale to agree on)
+            msg.depth = convert.array_to_image(job.depth_m.astype(np.float32), "32FC1")
+        msg.camera_pose = convert.matrix_to_pose_msg(job.camera.c2w.double())
         return msg
 
 
@@ -133,6 +157,7 @@ class KeyframeReceiver:
     def __init__(self, root: str | Path, logger) -> None:
         self.root, self.logger = Path(root).expanduser(), logger
         self.writers: dict[str, TransformsWriter] = {}
+        self.rectifiers = RectifierCache()  # keyframes from a sender that did not undistort
 
     def on_keyframe(self, msg: Keyframe) -> None:
         try:
@@ -148,6 +173,7 @@ class KeyframeReceiver:
             rgb = convert.compressed_to_rgb(msg.image)
             depth = convert.depth_to_metres(msg.depth) if msg.depth.width else None
             c2w = convert.pose_to_matrix(msg.camera_pose)
-            writer.add_frame(msg.name, rgb, convert.camera_from_info(msg.camera_info, c2w), depth)
+            rgb, depth, camera, _ = rectify(rgb, depth, msg.camera_info, c2w, self.rectifiers)
+            writer.add_frame(msg.name, rgb, camera, depth)
         except M3Error as exc:
             self.logger.warning(f"dropped keyframe {msg.name!r}: {exc}")
