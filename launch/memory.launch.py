@@ -1,8 +1,9 @@
-"""ros2 launch m3_ros memory.launch.py [params_file:=...] [memory_path:=...] [use_sim_time:=...]
-[collector:=true] [trainer:=true] [memory_server:=true] [nav_bridge:=true]
+"""ros2 launch m3_ros memory.launch.py [params_file:=...] [robot:=spot|go2] [memory_path:=...]
+[use_sim_time:=...] [collector:=true] [trainer:=true] [memory_server:=true] [nav_bridge:=true]
 
-Starts the m3_ros nodes with config/m3_params.yaml. The pip-route twin (no launch_ros) is
-``m3-bringup``; tests/ros/test_launch.py keeps both in step with m3_ros/nodes.py.
+Starts the m3_ros nodes with config/m3_params.yaml, overlaid with config/robots/<robot>.yaml
+(the robot driver's topics and frames) when ``robot`` is given. The pip-route twin (no
+launch_ros) is ``m3-bringup``; tests/ros/test_launch.py keeps both in step with m3_ros/nodes.py.
 """
 
 import os
@@ -22,8 +23,22 @@ NODES = {
 }
 
 
+def robot_file(share: str, robot: str) -> list:
+    """[config/robots/<robot>.yaml], or [] for no robot; an unknown name stops the launch."""
+    if not robot:
+        return []
+    folder = os.path.join(share, "config", "robots")
+    path = os.path.join(folder, robot + ".yaml")
+    if not os.path.isfile(path):
+        known = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+        raise RuntimeError(f"unknown robot {robot!r}: known robots are {', '.join(known)}")
+    return [path]
+
+
 def make_nodes(context):
     params_file = LaunchConfiguration("params_file").perform(context)
+    share = get_package_share_directory("m3_ros")
+    overlays = robot_file(share, LaunchConfiguration("robot").perform(context))
     use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true"
     memory_path = LaunchConfiguration("memory_path").perform(context)
     nodes = []
@@ -39,7 +54,7 @@ def make_nodes(context):
                 output="screen",
                 respawn=True,  # a crash of one node does not take the others down
                 respawn_delay=2.0,
-                parameters=[params_file, overrides],
+                parameters=[params_file, *overlays, overrides],
                 condition=IfCondition(LaunchConfiguration(name)),
             )
         )
@@ -53,6 +68,11 @@ def generate_launch_description() -> LaunchDescription:
             "params_file",
             default_value=os.path.join(share, "config", "m3_params.yaml"),
             description="YAML with the nodes' ros__parameters",
+        ),
+        DeclareLaunchArgument(
+            "robot",
+            default_value="",
+            description="robot driver profile config/robots/<robot>.yaml (spot, go2); empty: none",
         ),
         DeclareLaunchArgument(
             "memory_path", default_value="", description="memory folder (empty: the YAML's)"

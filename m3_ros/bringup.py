@@ -1,6 +1,7 @@
 """``m3-bringup``: the pip-route twin of ``ros2 launch m3_ros memory.launch.py``.
 
-Starts the same nodes with the same YAML (config/m3_params.yaml) as separate processes
+Starts the same nodes with the same YAML (config/m3_params.yaml, overlaid with
+config/robots/<robot>.yaml for ``--robot``) as separate processes
 (``python -m m3_ros.<node> --ros-args --params-file ...``), restarts a node that crashes (with
 back-off; the others keep running, like launch's ``respawn``), and stops them all on Ctrl-C or
 SIGTERM.
@@ -31,9 +32,16 @@ def default_params_file() -> str:
     return str(Path(__file__).resolve().parents[1] / "config" / "m3_params.yaml")
 
 
+def robot_profiles() -> dict[str, Path]:
+    """Robot driver overlays (config/robots/<name>.yaml) beside the default params file."""
+    folder = Path(default_params_file()).parent / "robots"
+    return {f.stem: f for f in sorted(folder.glob("*.yaml"))}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="m3-bringup", description=__doc__.splitlines()[0])
     p.add_argument("--params-file", default=None, help="node parameters (YAML)")
+    p.add_argument("--robot", default="", help="robot profile: " + ", ".join(robot_profiles()))
     p.add_argument("--memory-path", default="", help="memory folder for the memory server")
     p.add_argument("--use-sim-time", action="store_true", help="use /clock")
     p.add_argument("--nodes", default=",".join(NODES), help=f"comma list of {', '.join(NODES)}")
@@ -43,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def node_command(name: str, args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", f"m3_ros.{name}", "--ros-args", "--params-file", args.params_file]
+    if args.robot:  # a later params file overrides an earlier one (as in launch_ros)
+        cmd += ["--params-file", str(robot_profiles()[args.robot])]
     if args.use_sim_time:
         cmd += ["-p", "use_sim_time:=true"]
     if name == "memory_server" and args.memory_path:
@@ -55,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     args.params_file = args.params_file or default_params_file()
     names = [n.strip() for n in args.nodes.split(",") if n.strip()]
     unknown = sorted(set(names) - set(NODES))
-    if unknown or not Path(args.params_file).is_file():
-        what = f"unknown nodes {unknown}" if unknown else f"no params file {args.params_file}"
+    robots = robot_profiles()
+    what = ""
+    if unknown:
+        what = f"unknown nodes {unknown}"
+    elif not Path(args.params_file).is_file():
+        what = f"no params file {args.params_file}"
+    elif args.robot and args.robot not in robots:
+        what = f"unknown robot {args.robot!r}: known robots are {', '.join(robots)}"
+    if what:
         print(f"m3-bringup: error: {what}", file=sys.stderr)
         return 2
     procs = {n: subprocess.Popen(node_command(n, args)) for n in names}

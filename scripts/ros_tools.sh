@@ -105,7 +105,8 @@ step composition "$KEY" "building composition_interfaces"
 step message_filters "$KEY" "installing message_filters"
 step tf2 "$KEY" "building tf2_msgs, tf2, tf2_py; installing tf2_ros"
 # The full m3_ros package (what colcon would install); its Python copies there stay unused.
-pkg_hash=$(cat CMakeLists.txt package.xml msg/* srv/* action/* launch/* config/* m3_ros/__init__.py \
+pkg_hash=$(find CMakeLists.txt package.xml msg srv action launch config m3_ros/__init__.py -type f \
+  | sort | xargs cat \
   | sha256sum | cut -d' ' -f1)
 step m3_ros_package "$KEY $pkg_hash" "installing m3_ros into $B/install"
 "$PY" -c "$CHECK" || { echo "[ros_tools] failed: the tools do not import" >&2; exit 1; }

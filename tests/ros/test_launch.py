@@ -78,7 +78,7 @@ def test_launch_description_builds_when_launch_ros_is_installed(monkeypatch, tmp
     spec.loader.exec_module(module)
     desc = module.generate_launch_description()
     names = [a.name for a in desc.entities if hasattr(a, "name") and hasattr(a, "default_value")]
-    assert {"params_file", "memory_path", "use_sim_time", *NODES} <= set(names)
+    assert {"params_file", "robot", "memory_path", "use_sim_time", *NODES} <= set(names)
 
 
 def test_bringup_rejects_unknown_nodes_with_one_line():
@@ -87,6 +87,44 @@ def test_bringup_rejects_unknown_nodes_with_one_line():
     )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == ["m3-bringup: error: unknown nodes ['nope']"]
+
+
+ROBOTS = sorted((REPO / "config" / "robots").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("profile", ROBOTS, ids=[f.stem for f in ROBOTS])
+def test_robot_profiles_set_declared_parameters_with_their_types(profile):
+    """An overlay naming an unknown node or parameter, or giving a value of another type than
+    the declared default (ROS refuses 1 for a double), would fail only on the robot."""
+    doc = yaml.safe_load(profile.read_text())
+    assert doc and set(doc) <= set(NODES)
+    for node, section in doc.items():
+        declared = node_params(node)
+        for key, value in section["ros__parameters"].items():
+            assert key in declared, f"{profile.name}: {node} has no parameter {key}"
+            assert type(value) is type(declared[key]), f"{profile.name}: {node}.{key}"
+
+
+def test_bringup_robot_overlay_reaches_the_nodes(client, tmp_path):
+    from m3_ros.bringup import robot_profiles
+
+    assert {"spot", "go2"} <= set(robot_profiles())
+    bad = subprocess.run(
+        [sys.executable, "-m", "m3_ros.bringup", "--robot", "nope"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"m3-bringup: error: unknown robot 'nope': known robots are {', '.join(robot_profiles())}"
+    ]
+    cmd = [sys.executable, "-m", "m3_ros.bringup", "--robot", "go2", "--nodes", "nav_bridge"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert get_param(client, "nav_bridge", "goal_frame") == "odom"  # the overlay's
+        assert get_param(client, "nav_bridge", "standoff_distance") == 0.8  # the base YAML's
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()
 
 
 def test_bringup_restarts_a_crashed_node(tmp_path):
@@ -324,13 +362,14 @@ def test_launch_file_runs_the_nodes_for_real(launch_ros, trained_memory, client,
     assert "Traceback" not in out, launch.fail("a traceback")
 
 
-def test_launch_switches_leave_nodes_out(launch_ros, client, tmp_path):
-    off = {"collector": "false", "trainer": "false", "memory_server": "false"}
+def test_launch_switches_leave_nodes_out_and_robot_overlays_apply(launch_ros, client, tmp_path):
+    off = {"collector": "false", "trainer": "false", "memory_server": "false", "robot": "go2"}
     launch = Launch(tmp_path, off)
     try:
         up = lambda: "nav_bridge" in client.node.get_node_names()  # noqa: E731
         wait_for(lambda: up() or launch.proc.poll() is not None, 90, "nav_bridge")
         assert up(), launch.fail("nav_bridge did not come up")
+        assert get_param(client, "nav_bridge", "goal_frame") == "odom", launch.fail("overlay")
     finally:
         code = launch.stop()
     out = launch.output()
@@ -353,5 +392,5 @@ def test_ros2_launch_show_args_describes_every_argument(launch_ros, tmp_path):
     assert f"(default: '{share / 'config' / 'm3_params.yaml'}')" in res.stdout
     for name, what in launch_node_table().items():
         assert f"'{name}':" in res.stdout and f"start {name}: {what}" in res.stdout
-    for name in ("params_file", "memory_path", "use_sim_time"):
+    for name in ("params_file", "robot", "memory_path", "use_sim_time"):
         assert f"'{name}':" in res.stdout
