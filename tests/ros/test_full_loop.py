@@ -40,10 +40,16 @@ def walk(tmp_path_factory):
 
 
 def publish_walk(
-    client, walk, period: float = 0.1, frames: range | None = None, truncate: int = -1
+    client,
+    walk,
+    period: float = 0.1,
+    frames: range | None = None,
+    truncate: int = -1,
+    distortion: list[float] | None = None,
 ) -> None:
     """Each frame as a robot publishes it: image, camera info, odometry (base pose); frame
-    ``truncate`` gets an image whose data is cut short (a corrupt message)."""
+    ``truncate`` gets an image whose data is cut short (a corrupt message); ``distortion``
+    (plumb_bob, P unset) makes the camera info describe a wide-angle lens."""
     qos = 10
     pub_img = client.node.create_publisher(Image, "/camera/image_raw", qos)
     pub_info = client.node.create_publisher(CameraInfo, "/camera/camera_info", qos)
@@ -60,6 +66,8 @@ def publish_walk(
             img.data = img.data[: len(img.data) // 2]
         depth = convert.array_to_image(walk.load_depth(k).numpy().astype(np.float32), "32FC1")
         info = convert.camera_info_msg(frame.camera)
+        if distortion:
+            info.d, info.p = distortion, [0.0] * 12
         odom = Odometry()
         base = frame.camera.c2w.double() @ torch.linalg.inv(BASE_TO_CAM)
         odom.pose.pose = convert.matrix_to_pose_msg(base)
@@ -133,6 +141,32 @@ def test_collector_writes_a_valid_dataset_and_reports_its_counts(walk, spawn, cl
         torch.testing.assert_close(frame.camera.c2w, walk.frames[k].camera.c2w, atol=1e-5, rtol=0)
         assert (frame.camera.fx, frame.camera.width) == (walk.frames[k].camera.fx, 80)
         torch.testing.assert_close(rec.load_image(k), walk.load_image(k), atol=1 / 255, rtol=0)
+
+
+def test_collector_undistorts_a_wide_angle_camera(walk, spawn, client, tmp_path):
+    """The keyframes on disk are the images undistorted with their camera info (the
+    Rectifier itself is checked against OpenCV's projection in tests/core/data)."""
+    from m3_core.data.undistort import Rectifier
+
+    d = [-0.25, 0.07, 0.0, 0.0, 0.0]
+    out = tmp_path / "rec"
+    collector = spawn("collector", {**COLLECT, "output_dir": str(out)})
+    publish_walk(client, walk, frames=range(4), distortion=d)
+    wait_for(lambda: frame_count(out / "walk") == 4, 30, "4 keyframes", collector)
+    info = convert.camera_info_msg(walk.frames[0].camera)
+    info.d, info.p = d, [0.0] * 12
+    rect = Rectifier(convert.lens_model(info))
+    rec = load_dataset(out / "walk")
+    for k, frame in enumerate(rec.frames):
+        raw = (walk.load_image(k).numpy() * 255).round().astype(np.uint8)
+        want = torch.from_numpy(rect.rgb(raw)).float() / 255
+        torch.testing.assert_close(rec.load_image(k), want, atol=0, rtol=0)
+        cam = frame.camera
+        assert (cam.fx, cam.fy, cam.cx, cam.cy) == pytest.approx(
+            (rect.new_k[0, 0], rect.new_k[1, 1], rect.new_k[0, 2], rect.new_k[1, 2])
+        )
+        assert cam.fx < walk.frames[k].camera.fx  # barrel lens: a wider pinhole view
+        torch.testing.assert_close(cam.c2w, walk.frames[k].camera.c2w, atol=1e-5, rtol=0)
 
 
 def copy_label_features(walk, received) -> None:
