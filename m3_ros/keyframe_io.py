@@ -122,7 +122,9 @@ class KeyframeSink:
     def _loop(self) -> None:
         while (job := self.jobs.get()) is not None:
             try:
-                frame = self.writer.add_frame(None, job.rgb, job.camera, job.depth_m)
+                frame = self.writer.add_frame(
+                    None, job.rgb, job.camera, job.depth_m, world_frame=job.world_frame
+                )
             except (M3Error, OSError) as exc:
                 self._count_drop()
                 self.logger.error(f"could not write a keyframe: {exc}")
@@ -174,6 +176,6 @@ class KeyframeReceiver:
             depth = convert.depth_to_metres(msg.depth) if msg.depth.width else None
             c2w = convert.pose_to_matrix(msg.camera_pose)
             rgb, depth, camera, _ = rectify(rgb, depth, msg.camera_info, c2w, self.rectifiers)
-            writer.add_frame(msg.name, rgb, camera, depth)
+            writer.add_frame(msg.name, rgb, camera, depth, world_frame=msg.header.frame_id)
         except M3Error as exc:
             self.logger.warning(f"dropped keyframe {msg.name!r}: {exc}")

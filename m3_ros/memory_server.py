@@ -31,7 +31,7 @@ PARAMS = {
     "device": "auto",
     "default_feature": "",  # empty: the first feature that can embed text
     "weights_dir": "",  # local model weights for text encoders (never downloaded)
-    "world_frame": "map",
+    "world_frame": "",  # empty: the frame the memory was recorded in (else "map")
     "min_score": 0.0,  # 0: m3_core's default grounding threshold
     "max_results": 5,
     "max_render_pixels": 1280 * 960,
@@ -89,7 +89,7 @@ class MemoryServer(LifecycleNode):
         self.predictor = predictor  # one reference swap: in-flight requests keep the old one
         self._publish_cloud(predictor)
         n = predictor.memory.num_gaussians
-        self.get_logger().info(f"loaded memory {path}: {n} Gaussians")
+        self.get_logger().info(f"loaded memory {path}: {n} Gaussians in {self.frame(predictor)}")
         if self.p("autostart") and not self.held:
             self.active = True  # a memory arriving later activates an autostarted server
 
@@ -125,9 +125,15 @@ class MemoryServer(LifecycleNode):
         return self.predictor
 
     # -- services ---------------------------------------------------------------------------
-    def settings(self) -> answers.ServeSettings:
+    def settings(self, pred) -> answers.ServeSettings:
         names = [f.name for f in dataclasses.fields(answers.ServeSettings)]
-        return answers.ServeSettings(**{n: self.p(n) for n in names})
+        s = answers.ServeSettings(**{n: self.p(n) for n in names})
+        s.world_frame = self.frame(pred)
+        return s
+
+    def frame(self, pred) -> str:
+        """The world frame of answers: the parameter, else the memory's recorded one."""
+        return self.p("world_frame") or pred.memory.extra.get("world_frame") or "map"
 
     @guarded_service
     def on_load(self, req: LoadMemory.Request, res: LoadMemory.Response):
@@ -138,7 +144,8 @@ class MemoryServer(LifecycleNode):
 
     @guarded_service
     def on_ground(self, req: GroundObject.Request, res: GroundObject.Response):
-        pred, s, stamp = self.ready(), self.settings(), self.get_clock().now().to_msg()
+        pred = self.ready()
+        s, stamp = self.settings(pred), self.get_clock().now().to_msg()
         res, objects = answers.ground(pred, req, res, s, stamp)
         self.marker_pub.publish(markers.grounded_markers(objects, s.world_frame, stamp))
         if self.p("cloud_color") == "relevancy":
@@ -148,16 +155,18 @@ class MemoryServer(LifecycleNode):
 
     @guarded_service
     def on_query(self, req: QueryText.Request, res: QueryText.Response):
-        return answers.query(self.ready(), req, res, self.settings())
+        pred = self.ready()
+        return answers.query(pred, req, res, self.settings(pred))
 
     @guarded_service
     def on_render(self, req: RenderFeatureAt.Request, res: RenderFeatureAt.Response):
-        return answers.render(self.ready(), req, res, self.settings())
+        pred = self.ready()
+        return answers.render(pred, req, res, self.settings(pred))
 
     def _publish_cloud(self, pred, relevancy=None) -> None:
         pts, rgb = pred.gaussian_cloud(self.p("cloud_max_points"), relevancy)
         stamp = self.get_clock().now().to_msg()
-        self.cloud_pub.publish(convert.cloud_msg(pts, self.p("world_frame"), stamp, rgb))
+        self.cloud_pub.publish(convert.cloud_msg(pts, self.frame(pred), stamp, rgb))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ PARAMS = {
     "goal_topic": "/goal_pose",
     "nav2_action": "navigate_to_pose",  # used when nav2_msgs is importable and the server is up
     "odom_topic": "/odom",  # robot position, to approach from its side
-    "goal_frame": "map",
+    "goal_frame": "",  # empty: the grounded object's frame (the memory's world frame)
     "standoff_distance": 0.8,
     "feature": "",
     "min_score": 0.0,
@@ -117,8 +117,14 @@ class NavBridge(Node):
             )
         except M3Error as exc:
             return self.status(f"no goal for {obj.label!r}: {exc}")
+        frame = obj.center.header.frame_id
+        if self.p("goal_frame") and frame and frame != self.p("goal_frame"):
+            return self.status(
+                f"no goal for {obj.label!r}: it is in {frame!r}, goal_frame is "
+                f"{self.p('goal_frame')!r} (leave goal_frame empty to use the memory's)"
+            )
         pose = PoseStamped()
-        pose.header.frame_id = self.p("goal_frame")
+        pose.header.frame_id = self.p("goal_frame") or frame or "map"
         pose.header.stamp = self.get_clock().now().to_msg()
         pose.pose.position.x, pose.pose.position.y = goal.x, goal.y
         q = pose.pose.orientation

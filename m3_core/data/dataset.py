@@ -29,6 +29,7 @@ from m3_core.data.images import (
     resize_depth,
     resize_image,
 )
+from m3_core.data.undistort import LensModel, RectifierCache
 from m3_core.errors import InvalidInputError
 from m3_core.types import Camera
 
@@ -41,8 +42,9 @@ class Frame:
 
     name: str
     image_path: Path
-    camera: Camera
+    camera: Camera  # pinhole (of the undistorted image when ``lens`` is set)
     depth_path: Path | None = None
+    lens: LensModel | None = None  # the raw distorted lens: images are undistorted on loading
 
 
 @dataclass
@@ -61,6 +63,8 @@ class SceneDataset:
     point_colors: torch.Tensor | None = None  # [M, 3]
     depth_scale: float = DEPTH_PNG_SCALE
     source: str = ""
+    world_frame: str = ""  # the ROS frame of the poses when recorded by the collector
+    rectifiers: RectifierCache = field(default_factory=RectifierCache, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -105,6 +109,8 @@ class SceneDataset:
         """RGB float32 [H, W, 3] in [0, 1] at the camera's size."""
         f = self.frames[i]
         img = read_image_file(f.image_path)
+        if f.lens is not None:
+            img = self.rectifiers.get(f.lens).rgb(img)
         cam = f.camera
         check_scaled_size((img.shape[1], img.shape[0]), (cam.width, cam.height), str(f.image_path))
         return torch.from_numpy(np.ascontiguousarray(resize_image(img, cam.width, cam.height)))
@@ -115,6 +121,8 @@ class SceneDataset:
         if f.depth_path is None:
             return None
         d = read_depth_file(f.depth_path, self.depth_scale)
+        if f.lens is not None:
+            d = self.rectifiers.get(f.lens).depth(d)
         cam = f.camera
         check_scaled_size((d.shape[1], d.shape[0]), (cam.width, cam.height), str(f.depth_path))
         return torch.from_numpy(np.ascontiguousarray(resize_depth(d, cam.width, cam.height)))

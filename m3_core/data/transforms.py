@@ -2,28 +2,31 @@
 
 Format (the subset read and written here)::
 
-    {"camera_model": "OPENCV",                  # fisheye / equirectangular are refused
+    {"camera_model": "OPENCV",                  # or OPENCV_FISHEYE; equirectangular refused
      "fl_x": ..., "fl_y": ..., "cx": ..., "cy": ..., "w": ..., "h": ...,   # global or per frame
      "depth_unit_scale_factor": 0.001,          # metres per unit of 16-bit depth PNGs (optional)
      "ply_file_path": "sparse_pc.ply",          # optional initial points (x y z red green blue)
      "test_filenames": ["images/frame_000000.png", ...],   # optional explicit test views
+     "world_frame": "odom",                     # optional: the ROS frame of the poses (m3)
      "frames": [{"file_path": "images/frame_000000.png", "depth_file_path": "depth/...png",
                  "transform_matrix": [[...4x4 camera-to-world, OpenGL convention...]]}]}
 
 ``transform_matrix`` uses the nerfstudio / OpenGL camera axes (x right, y up, z back); frames
 are converted to the library's OpenCV convention with :func:`m3_core.types.opengl_to_opencv`.
 Paths are relative to the folder of ``transforms.json``. Per-frame intrinsics override the
-global ones; distortion coefficients are ignored (with a warning). Blender-synthetic files
+global ones. Distorted images (``k1 k2 p1 p2 [k3]``, or ``k1..k4`` with ``OPENCV_FISHEYE``) are
+undistorted when loaded (``m3_core.data.undistort``): a frame's camera is then the pinhole
+camera of the undistorted image, and ``Frame.lens`` the raw one. Blender-synthetic files
 (``camera_angle_x``, ``file_path`` without extension, size from the image) are read too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +36,13 @@ import torch
 from m3_core.data.dataset import Frame, SceneDataset, check_image_files, fit_camera
 from m3_core.data.images import DEPTH_PNG_SCALE, depth_to_png_units, encode_png, image_size
 from m3_core.data.split import split_indices
+from m3_core.data.undistort import LensModel, RectifierCache
 from m3_core.errors import InvalidInputError
 from m3_core.io import atomic_path, atomic_write_bytes, atomic_write_text
 from m3_core.types import Camera, opencv_to_opengl, opengl_to_opencv
 
-_DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
-_REFUSED_MODELS = ("OPENCV_FISHEYE", "FISHEYE", "EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO")
+_REFUSED_MODELS = ("FISHEYE", "EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO")
+_EYE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -52,7 +56,23 @@ def _num(d: dict, g: dict, key: str, where: str, default: float | None = None) -
         raise InvalidInputError(f"{where}: camera field {key!r} is not a number: {v!r}") from None
 
 
-def _parse_frame(fr: Any, meta: dict, base: Path) -> Frame:
+def _lens(fr: dict, meta: dict, k: tuple, w: int, h: int, where: str) -> LensModel | None:
+    """The raw lens when the frame's images are distorted (OPENCV: k1 k2 p1 p2 [k3];
+    OPENCV_FISHEYE: k1..k4; per-frame values override global ones), else None."""
+    fisheye = str(meta.get("camera_model", "OPENCV")).upper() == "OPENCV_FISHEYE"
+    keys = ("k1", "k2", "k3", "k4") if fisheye else ("k1", "k2", "p1", "p2", "k3")
+    d = tuple(_num(fr, meta, key, where, default=0.0) for key in keys)
+    if not any(d):
+        return None
+    fx, fy, cx, cy = k
+    kmat = (fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0)
+    model = "equidistant" if fisheye else "plumb_bob"
+    return LensModel(model, d, kmat, _EYE, (0.0,) * 12, w, h)
+
+
+def _parse_frame(
+    fr: Any, meta: dict, base: Path, rectifiers: RectifierCache | None = None
+) -> Frame:
     if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
         raise InvalidInputError(f"transforms.json: a frame without a file_path string: {fr!r:.80}")
     rel = fr["file_path"]
@@ -79,28 +99,24 @@ def _parse_frame(fr: Any, meta: dict, base: Path) -> Frame:
     fy = _num(fr, meta, "fl_y", where, default=fx)
     cx = _num(fr, meta, "cx", where, default=w / 2.0)
     cy = _num(fr, meta, "cy", where, default=h / 2.0)
+    c2w = opengl_to_opencv(m).to(torch.float32)
     try:
-        cam = Camera(fx, fy, cx, cy, w, h, opengl_to_opencv(m).to(torch.float32))
+        lens = _lens(fr, meta, (fx, fy, cx, cy), w, h, where)
+        if lens is None:
+            cam = Camera(fx, fy, cx, cy, w, h, c2w)
+        else:  # the images are undistorted on loading: the frame's camera is the pinhole one
+            cam = (rectifiers or RectifierCache()).get(lens).camera(c2w)
     except InvalidInputError as e:
         raise InvalidInputError(f"{where}: {e}") from None
     depth = fr.get("depth_file_path")
-    return Frame(image_path.stem, image_path, cam, base / depth if depth else None)
+    return Frame(image_path.stem, image_path, cam, base / depth if depth else None, lens)
 
 
 def _check_model(meta: dict) -> None:
     model = str(meta.get("camera_model", "OPENCV")).upper()
     if any(model.startswith(r) for r in _REFUSED_MODELS):
-        raise InvalidInputError(f"camera_model {model} is not supported (pinhole only)")
-    frames = meta.get("frames", [])
-    coeffs = [meta.get(k, 0.0) for k in _DISTORTION_KEYS]
-    coeffs += [
-        fr.get(k, 0.0) for fr in frames[:1] if isinstance(fr, dict) for k in _DISTORTION_KEYS
-    ]
-    if any(c not in (None, 0, 0.0) for c in coeffs):
-        warnings.warn(
-            "transforms.json has lens distortion coefficients; they are ignored (images are "
-            "treated as undistorted pinhole images)",
-            stacklevel=3,
+        raise InvalidInputError(
+            f"camera_model {model} is not supported (OPENCV, PINHOLE or OPENCV_FISHEYE)"
         )
 
 
@@ -120,7 +136,8 @@ def read_transforms_json(path: Path) -> dict:
 def parse_frames(meta: dict, base: Path) -> list[Frame]:
     """Frames of a parsed transforms.json (file order; nothing on disk is checked)."""
     _check_model(meta)
-    return [_parse_frame(fr, meta, base) for fr in meta["frames"]]
+    rectifiers = RectifierCache()  # one per distinct lens (usually one for the dataset)
+    return [_parse_frame(fr, meta, base, rectifiers) for fr in meta["frames"]]
 
 
 def read_points_ply(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -155,16 +172,15 @@ def read_transforms_dataset(
         raise InvalidInputError(f"{path} lists no frames")
     check_image_files(frames)
     frames = sorted(frames, key=lambda f: f.name)
-    frames = [
-        Frame(f.name, f.image_path, fit_camera(f.camera, max_size), f.depth_path) for f in frames
-    ]
+    frames = [dataclasses.replace(f, camera=fit_camera(f.camera, max_size)) for f in frames]
     test_files = meta.get("test_filenames")
     _, test = split_indices([f.name for f in frames], test_files)
     points = colors = None
     if meta.get("ply_file_path"):
         points, colors = read_points_ply(base / meta["ply_file_path"])
     scale = float(meta.get("depth_unit_scale_factor", DEPTH_PNG_SCALE))
-    return SceneDataset(base, frames, test, points, colors, scale, source="nerfstudio")
+    world = str(meta.get("world_frame", ""))
+    return SceneDataset(base, frames, test, points, colors, scale, "nerfstudio", world)
 
 
 class TransformsWriter:
@@ -218,11 +234,14 @@ class TransformsWriter:
         rgb: np.ndarray | torch.Tensor,
         camera: Camera,
         depth_m: np.ndarray | torch.Tensor | None = None,
+        world_frame: str = "",
     ) -> Frame:
         """Record one keyframe; ``rgb`` uint8 [H, W, 3], ``depth_m`` metres [H, W] or None.
 
         ``name`` None picks :meth:`next_name`. NaN/inf depth and depth beyond 65.535 m are
-        stored as 0 (no measurement); negative depth is refused. Returns the written Frame.
+        stored as 0 (no measurement); negative depth is refused. ``world_frame`` (the ROS
+        frame of the poses, e.g. "odom") is kept as the dataset's ``world_frame``; a keyframe
+        in another frame than the dataset's is refused. Returns the written Frame.
         """
         rgb_np = _as_numpy(rgb)
         if rgb_np.dtype != np.uint8 or rgb_np.ndim != 3 or rgb_np.shape[2] != 3:
@@ -248,6 +267,12 @@ class TransformsWriter:
                 raise InvalidInputError(f"bad frame name {name!r} (letters, digits, _ . - only)")
             if name in self._names:
                 raise InvalidInputError(f"a frame named {name!r} already exists in {self.root}")
+            have = self._meta.get("world_frame", "")
+            if world_frame and have and world_frame != have:
+                raise InvalidInputError(
+                    f"{self.root.name} is recorded in frame {have!r}; a keyframe in "
+                    f"{world_frame!r} cannot join it (start another recording)"
+                )
             entry: dict[str, Any] = {
                 "file_path": f"images/{name}.png",
                 "transform_matrix": c2w_gl.tolist(),
@@ -263,6 +288,8 @@ class TransformsWriter:
                 entry["depth_file_path"] = f"depth/{name}.png"
                 atomic_write_bytes(self.root / entry["depth_file_path"], depth_png)
             meta = dict(self._meta)
+            if world_frame:
+                meta["world_frame"] = world_frame
             meta["frames"] = [*self._meta["frames"], entry]
             atomic_write_text(self._json, json.dumps(meta, indent=1))
             self._meta = meta

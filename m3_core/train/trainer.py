@@ -127,6 +127,9 @@ class Trainer:
         if not (self.out_dir / "memory.json").exists():
             return self._new_memory(), False, {}
         memory = Memory.load(self.out_dir, self.device)
+        have, here = memory.extra.get("world_frame", ""), self.dataset.world_frame
+        if have and here and have != here:
+            raise InvalidInputError(f"{self.out_dir} is in frame {have!r}, the data in {here!r}")
         seen = set(memory.extra.get("frames", []))
         new_ids = [i for i in self.train_ids if self.dataset.frames[i].name not in seen]
         if not new_ids:  # resume (or re-save a finished run)
@@ -243,7 +246,9 @@ class Trainer:
         def save(step: int) -> None:
             self.on_progress(Progress("saving", step, cfg.iterations))
             frames = [self.dataset.frames[i].name for i in self.train_ids]
-            memory.save(self.out_dir, extra={"step": step, "frames": frames, **grown})
+            where = {"world_frame": self.dataset.world_frame} if self.dataset.world_frame else {}
+            extra = {"step": step, "frames": frames, **where, **grown}
+            memory.save(self.out_dir, extra=extra)
             ckpt.save_train_state(self.out_dir, step, optimizers, state)
 
         t0, step, loss_ema, cancelled = time.perf_counter(), start, float("nan"), False

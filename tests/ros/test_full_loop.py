@@ -73,7 +73,7 @@ def publish_walk(
         odom.pose.pose = convert.matrix_to_pose_msg(base)
         for msg in (img, info, odom, depth):
             msg.header.stamp = stamp
-            msg.header.frame_id = "map" if msg is odom else "camera"
+            msg.header.frame_id = "odom" if msg is odom else "camera"
         pub_odom.publish(odom)
         pub_info.publish(info)
         pub_depth.publish(depth)
@@ -217,7 +217,7 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
         r = client.call(
             GroundObject, "/memory_server/ground_object", GroundObject.Request(text="table")
         )
-        return r.success and r.objects
+        return r.success and r.objects and r.objects[0].center.header.frame_id == "odom"
 
     wait_for(grounded, 600, "the memory server to answer from the new memory", trainer)
     assert [p.name for p in server_dir.iterdir()] == ["walk"]  # the unpacked copy
@@ -230,6 +230,7 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
         for o in json.loads((walk.root / "objects.json").read_text())["objects"]
         if o["label"] == "table"
     )
+    assert goals[0].header.frame_id == "odom"  # the frame the walk was recorded in
     g = goals[0].pose.position
     dist = np.hypot(g.x - table["center"][0], g.y - table["center"][1])
     half_diag = np.hypot(*table["size"][:2]) / 2

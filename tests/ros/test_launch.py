@@ -21,6 +21,7 @@ from tests.conftest import REPO
 from tests.ros.conftest import wait_for
 
 LAUNCH = REPO / "launch" / "memory.launch.py"
+HAVE_TF = importlib.util.find_spec("tf2_ros") is not None
 PARAMS = REPO / "config" / "m3_params.yaml"
 
 
@@ -116,15 +117,21 @@ def test_bringup_robot_overlay_reaches_the_nodes(client, tmp_path):
     assert bad.stderr.strip().splitlines() == [
         f"m3-bringup: error: unknown robot 'nope': known robots are {', '.join(robot_profiles())}"
     ]
-    cmd = [sys.executable, "-m", "m3_ros.bringup", "--robot", "go2", "--nodes", "nav_bridge"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", "m3_ros.bringup", "--robot", "spot", "--nodes", "collector"]
+    log = tmp_path / "bringup.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([*cmd, "--no-respawn"], cwd=tmp_path, stdout=out, stderr=out)
     try:
-        assert get_param(client, "nav_bridge", "goal_frame") == "odom"  # the overlay's
-        assert get_param(client, "nav_bridge", "standoff_distance") == 0.8  # the base YAML's
+        if HAVE_TF:  # the collector runs with the profile's topics
+            topic = get_param(client, "collector", "image_topic")
+            assert topic == "/spot/camera/frontleft/image", log.read_text()
+        else:  # the profile's pose_source: tf reached it, and tf2 is missing here
+            wait_for(lambda: proc.poll() is not None, 60, "bringup to stop")
+            assert "error: pose_source 'tf' needs tf2_ros" in log.read_text()
+            assert "collector exited with 2" in log.read_text()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
-    assert proc.returncode == 0, proc.stderr.read()
 
 
 def test_bringup_restarts_a_crashed_node(tmp_path):
@@ -363,17 +370,19 @@ def test_launch_file_runs_the_nodes_for_real(launch_ros, trained_memory, client,
 
 
 def test_launch_switches_leave_nodes_out_and_robot_overlays_apply(launch_ros, client, tmp_path):
-    off = {"collector": "false", "trainer": "false", "memory_server": "false", "robot": "go2"}
+    pytest.importorskip("tf2_ros")  # the spot profile takes the camera pose from tf2
+    off = {"trainer": "false", "memory_server": "false", "nav_bridge": "false", "robot": "spot"}
     launch = Launch(tmp_path, off)
     try:
-        up = lambda: "nav_bridge" in client.node.get_node_names()  # noqa: E731
-        wait_for(lambda: up() or launch.proc.poll() is not None, 90, "nav_bridge")
-        assert up(), launch.fail("nav_bridge did not come up")
-        assert get_param(client, "nav_bridge", "goal_frame") == "odom", launch.fail("overlay")
+        up = lambda: "collector" in client.node.get_node_names()  # noqa: E731
+        wait_for(lambda: up() or launch.proc.poll() is not None, 90, "collector")
+        assert up(), launch.fail("collector did not come up")
+        topic = get_param(client, "collector", "image_topic")
+        assert topic == "/spot/camera/frontleft/image", launch.fail("the robot overlay")
     finally:
         code = launch.stop()
     out = launch.output()
-    assert out.count("process started") == 1 and len(launch.pids("nav_bridge")) == 1, out
+    assert out.count("process started") == 1 and len(launch.pids("collector")) == 1, out
     assert code == 0 and "process has finished cleanly" in out, launch.fail(f"exit {code}")
 
 

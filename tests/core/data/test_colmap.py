@@ -19,10 +19,16 @@ pycolmap = pytest.importorskip("pycolmap")
 W, H = 32, 24
 
 
-def _write_model(root: Path, model: str = "PINHOLE", binary: bool = True, n: int = 3):
+def _write_model(
+    root: Path, model: str = "PINHOLE", binary: bool = True, n: int = 3, distortion=()
+):
     """A tiny reconstruction; returns the world-to-camera matrices [n, 4, 4] float64."""
     rec = pycolmap.Reconstruction()
     cam = pycolmap.Camera.create_from_model_name(1, model, 30.0, W, H)
+    if distortion:
+        params = list(cam.params)
+        params[len(params) - len(distortion) :] = distortion
+        cam.params = params
     rec.add_camera_with_trivial_rig(cam)
     gen = torch.Generator().manual_seed(3)
     w2cs = []
@@ -63,16 +69,43 @@ def test_colmap_model_poses_intrinsics_points(tmp_path: Path, binary: bool) -> N
     np.testing.assert_allclose(ds.point_colors.numpy()[order] * 255, rgb[ref], atol=1e-3)
 
 
-def test_simple_radial_warns_and_other_models_are_refused(tmp_path: Path) -> None:
-    _write_model(tmp_path / "a", model="SIMPLE_RADIAL")
-    with pytest.warns(UserWarning, match="distortion"):
-        ds = load_dataset(tmp_path / "a")
-    assert ds.frames[0].camera.fx == 30.0
+@pytest.mark.parametrize(
+    "model, distortion, lens",
+    [
+        ("SIMPLE_RADIAL", (-0.1,), ("plumb_bob", (-0.1, 0, 0, 0, 0))),
+        ("RADIAL", (-0.1, 0.02), ("plumb_bob", (-0.1, 0.02, 0, 0, 0))),
+        ("OPENCV", (-0.1, 0.02, 1e-3, 0), ("plumb_bob", (-0.1, 0.02, 1e-3, 0, 0))),
+        ("OPENCV_FISHEYE", (0.05, 0, 0, -0.01), ("equidistant", (0.05, 0, 0, -0.01))),
+    ],
+)
+def test_distorted_cameras_are_undistorted_on_loading(tmp_path, model, distortion, lens):
+    from m3_core.data.undistort import LensModel, Rectifier
+
+    _write_model(tmp_path, model=model, distortion=distortion)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_dataset(tmp_path)
+    k = (30.0, 0.0, W / 2, 0.0, 30.0, H / 2, 0.0, 0.0, 1.0)
+    want = LensModel(
+        lens[0], tuple(map(float, lens[1])), k, (1, 0, 0, 0, 1, 0, 0, 0, 1), (0,) * 12, W, H
+    )
+    assert ds.frames[0].lens == want
+    rect = Rectifier(want)
+    cam = ds.frames[0].camera
+    assert (cam.fx, cam.cy) == pytest.approx((rect.new_k[0, 0], rect.new_k[1, 2]))
+    raw = np.full((H, W, 3), 2 / 255, np.float32)  # img_01.png: image id 3 -> value 2
+    torch.testing.assert_close(ds.load_image(0), torch.from_numpy(rect.rgb(raw)))
+
+
+def test_zero_distortion_is_pinhole_and_other_models_are_refused(tmp_path: Path) -> None:
+    _write_model(tmp_path / "a", model="SIMPLE_RADIAL")  # k = 0
     _write_model(tmp_path / "b", model="SIMPLE_PINHOLE")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_dataset(tmp_path / "b")
-    _write_model(tmp_path / "c", model="OPENCV_FISHEYE")
+        for sub in ("a", "b"):
+            ds = load_dataset(tmp_path / sub)
+            assert ds.frames[0].lens is None and ds.frames[0].camera.fx == 30.0
+    _write_model(tmp_path / "c", model="THIN_PRISM_FISHEYE")
     with pytest.raises(InvalidInputError, match="not supported"):
         load_dataset(tmp_path / "c")
 

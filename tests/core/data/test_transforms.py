@@ -91,6 +91,23 @@ def test_resume_keeps_frames_and_new_names_do_not_collide(tmp_path: Path) -> Non
     torch.testing.assert_close(ds.frames[ds.index_of(new.name)].camera.c2w, cam.c2w)
 
 
+def test_the_world_frame_is_kept_and_a_recording_never_mixes_frames(tmp_path: Path) -> None:
+    cam = _camera(random_c2w(torch.Generator().manual_seed(2)))
+    rgb = np.zeros((H, W, 3), np.uint8)
+    writer = TransformsWriter(tmp_path)
+    writer.add_frame(None, rgb, cam, world_frame="odom")
+    writer.add_frame(None, rgb, cam)  # no frame given: joins as is
+    before = (tmp_path / "transforms.json").read_bytes()
+    with pytest.raises(InvalidInputError, match="recorded in frame 'odom'; a keyframe in 'map'"):
+        TransformsWriter(tmp_path).add_frame(None, rgb, cam, world_frame="map")  # resumed
+    assert (tmp_path / "transforms.json").read_bytes() == before
+    assert not (tmp_path / "images" / "frame_000002.png").exists()
+    ds = load_dataset(tmp_path)
+    assert ds.world_frame == "odom" and len(ds) == 2
+    _write(tmp_path / "plain", 1)
+    assert load_dataset(tmp_path / "plain").world_frame == ""
+
+
 def test_duplicate_name_and_bad_arrays_change_nothing(tmp_path: Path) -> None:
     written = _write(tmp_path, 1)
     before = (tmp_path / "transforms.json").read_bytes()
@@ -178,7 +195,7 @@ def _wrong_size(m):
         (_scaled_pose, "non-rigid"),
         (_wrong_size, "inconsistent sizes"),
         (lambda m: m["frames"][0].pop("fl_x"), "fl_x"),
-        (lambda m: m.update(camera_model="OPENCV_FISHEYE"), "not supported"),
+        (lambda m: m.update(camera_model="EQUIRECTANGULAR"), "not supported"),
         (lambda m: m["frames"][0].update(file_path="images/missing.png"), "not found"),
         (lambda m: m.update(frames=[]), "no frames"),
         (lambda m: m["frames"][0].update(depth_file_path="depth/none.png"), "not found"),
@@ -201,18 +218,49 @@ def test_unreadable_image_and_invalid_json(tmp_path: Path) -> None:
         load_dataset(tmp_path)
 
 
-def test_test_filenames_and_distortion_warning(tmp_path: Path) -> None:
+def test_test_filenames(tmp_path: Path) -> None:
     written = _write(tmp_path, 3)
-    _edit(
-        tmp_path, lambda m: m.update(test_filenames=[f"images/{written[2]['name']}.png"], k1=0.1)
-    )
-    with pytest.warns(UserWarning, match="distortion"):
-        ds = load_dataset(tmp_path)
+    _edit(tmp_path, lambda m: m.update(test_filenames=[f"images/{written[2]['name']}.png"]))
+    ds = load_dataset(tmp_path)
     assert ds.test_indices == [2] and ds.train_indices == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "model, coeffs, lens",
+    [
+        ("OPENCV", {"k1": -0.2, "k2": 0.04, "p1": 1e-3}, ("plumb_bob", (-0.2, 0.04, 1e-3, 0, 0))),
+        ("OPENCV_FISHEYE", {"k1": 0.05, "k4": -0.01}, ("equidistant", (0.05, 0, 0, -0.01))),
+    ],
+)
+def test_distorted_images_are_undistorted_on_loading(tmp_path: Path, model, coeffs, lens):
+    """nerfstudio's distortion keys (ns-process-data writes them): frames get the pinhole
+    camera of the undistorted image and load_image / load_depth undistort (Rectifier, tested
+    against OpenCV's projection in test_undistort)."""
+    from m3_core.data.undistort import LensModel, Rectifier
+
+    written = _write(tmp_path, 2, seed=3)
+    _edit(tmp_path, lambda m: m.update(camera_model=model, **coeffs))
+    _edit(tmp_path, lambda m: m["frames"][1].update(k1=0.0, k2=0.0, p1=0.0, k4=0.0))  # pinhole
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _edit(tmp_path, lambda m: m.pop("k1"))
-        load_dataset(tmp_path)
+        ds = load_dataset(tmp_path)
+    cam0 = written[0]["camera"]
+    k = (cam0.fx, 0.0, cam0.cx, 0.0, cam0.fy, cam0.cy, 0.0, 0.0, 1.0)
+    want = LensModel(lens[0], tuple(map(float, lens[1])), k, tf_mod._EYE, (0.0,) * 12, W, H)
+    assert ds.frames[0].lens == want and ds.frames[1].lens is None
+    rect = Rectifier(want)
+    cam = ds.frames[0].camera
+    assert (cam.fx, cam.fy, cam.cx, cam.cy) == pytest.approx(
+        (rect.new_k[0, 0], rect.new_k[1, 1], rect.new_k[0, 2], rect.new_k[1, 2])
+    )
+    torch.testing.assert_close(cam.c2w, cam0.c2w)  # R = I: the pose is the raw camera's
+    raw = torch.from_numpy(written[0]["rgb"].astype(np.float32) / 255).numpy()
+    torch.testing.assert_close(ds.load_image(0), torch.from_numpy(rect.rgb(raw)))
+    from m3_core.data.images import read_depth_file
+
+    raw_depth = read_depth_file(ds.frames[0].depth_path, ds.depth_scale)
+    torch.testing.assert_close(ds.load_depth(0), torch.from_numpy(rect.depth(raw_depth)))
+    torch.testing.assert_close(ds.load_image(1), torch.from_numpy(written[1]["rgb"] / 255).float())
 
 
 def test_blender_style_transforms(tmp_path: Path) -> None:

@@ -68,14 +68,18 @@ def test_stop_saves_and_rerun_resumes(tiny_scene, tmp_path):
 
 
 def test_incremental_growth_with_new_frames(tiny_scene, tmp_path):
-    first = SceneDataset(tiny_scene.root, tiny_scene.frames[:8], test_indices=[0])
+    first = SceneDataset(tiny_scene.root, tiny_scene.frames[:8], [0], world_frame="odom")
     cfg = tiny_config(iterations=40)
     res = Trainer(first, cfg, tmp_path / "m").run()
+    assert res.memory.extra["world_frame"] == "odom"  # the frame travels to the server
     n0 = res.memory.num_gaussians
     bank0 = res.memory.banks["labels"].shape[0]
     # the same folder with more frames: refused unless incremental
     with pytest.raises(InvalidInputError, match="other frames"):
         Trainer(tiny_scene, cfg, tmp_path / "m").run()
+    elsewhere = SceneDataset(tiny_scene.root, tiny_scene.frames, [0], world_frame="map")
+    with pytest.raises(InvalidInputError, match="is in frame 'odom', the data in 'map'"):
+        Trainer(elsewhere, cfg, tmp_path / "m", incremental=True).run()
     events = []
     res2 = Trainer(
         tiny_scene, cfg, tmp_path / "m", incremental=True, on_progress=events.append
@@ -87,6 +91,7 @@ def test_incremental_growth_with_new_frames(tiny_scene, tmp_path):
     assert "growing" in [e.stage for e in events]
     assert res2.memory.num_gaussians != n0
     assert len(res2.memory.extra["frames"]) == len(tiny_scene.train_indices)
+    assert res2.memory.extra["world_frame"] == "odom"
 
 
 def test_missing_features_are_a_clear_error(tiny_scene, tmp_path):
