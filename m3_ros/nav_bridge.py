@@ -84,7 +84,7 @@ class NavBridge(Node):
     def on_odom(self, msg: Odometry) -> None:
         p = msg.pose.pose.position
         if np.isfinite([p.x, p.y]).all():
-            self.robot_xy = (p.x, p.y)
+            self.robot_xy = (msg.header.frame_id, (p.x, p.y))
 
     def on_command(self, msg: String) -> None:
         if not msg.data.strip():
@@ -108,23 +108,23 @@ class NavBridge(Node):
         self.on_target(res.objects[0])
 
     def on_target(self, obj: GroundedObject) -> None:
+        frame, want = obj.center.header.frame_id, self.p("goal_frame")
+        if want and frame and frame != want:
+            return self.status(
+                f"no goal for {obj.label!r}: it is in {frame!r}, goal_frame is {want!r} "
+                "(leave goal_frame empty to use the memory's)"
+            )
         c, s = obj.center.pose.position, obj.size
         lo = np.array([c.x - s.x / 2, c.y - s.y / 2, c.z - s.z / 2])
         hi = np.array([c.x + s.x / 2, c.y + s.y / 2, c.z + s.z / 2])
+        robot = self.robot_xy  # approach from the robot's side when its odometry is in `frame`
+        xy = robot[1] if robot and robot[0] in ("", frame) else None
         try:
-            goal = standoff_goal(
-                lo, hi, distance=self.p("standoff_distance"), robot_xy=self.robot_xy
-            )
+            goal = standoff_goal(lo, hi, distance=self.p("standoff_distance"), robot_xy=xy)
         except M3Error as exc:
             return self.status(f"no goal for {obj.label!r}: {exc}")
-        frame = obj.center.header.frame_id
-        if self.p("goal_frame") and frame and frame != self.p("goal_frame"):
-            return self.status(
-                f"no goal for {obj.label!r}: it is in {frame!r}, goal_frame is "
-                f"{self.p('goal_frame')!r} (leave goal_frame empty to use the memory's)"
-            )
         pose = PoseStamped()
-        pose.header.frame_id = self.p("goal_frame") or frame or "map"
+        pose.header.frame_id = want or frame or "map"
         pose.header.stamp = self.get_clock().now().to_msg()
         pose.pose.position.x, pose.pose.position.y = goal.x, goal.y
         q = pose.pose.orientation

@@ -142,6 +142,37 @@ def test_nav_bridge_gives_up_on_a_server_that_never_answers(spawn, client):
     assert bridge.alive()
 
 
+def test_nav_bridge_goals_are_in_the_objects_frame_and_never_relabelled(spawn, client):
+    """A target in 'odom' gives a goal in 'odom' (goal_frame empty: the memory's frame); a
+    bridge told to use another frame refuses instead of sending a goal in the wrong frame."""
+    from m3_ros.msg import GroundedObject
+
+    target = GroundedObject(label="crate", score=0.9)
+    target.center.header.frame_id = "odom"
+    target.center.pose.position.x, target.center.pose.orientation.w = 2.0, 1.0
+    target.size.x = target.size.y = target.size.z = 0.5
+    goals = client.collect(PoseStamped, "/goal_pose")
+    status = client.collect(String, "/nav_bridge/status")
+    pub = client.node.create_publisher(GroundedObject, "/nav_bridge/target", 10)
+    bridge = spawn("nav_bridge", {"standoff_distance": 0.5})
+    wait_for(lambda: pub.get_subscription_count() > 0, 30, "nav_bridge subscription", bridge)
+    pub.publish(target)
+    wait_for(lambda: goals, 30, "a goal", bridge)
+    assert goals[0].header.frame_id == "odom"
+    g = goals[0].pose.position
+    radius = math.hypot(0.25, 0.25) + 0.5  # the box's ground circumradius + the stand-off
+    assert math.hypot(g.x - 2.0, g.y) == pytest.approx(radius, abs=1e-4)
+    bridge.stop()
+    bridge.proc.wait(timeout=30)
+    wait_for(lambda: pub.get_subscription_count() == 0, 30, "the first bridge to leave")
+    other = spawn("nav_bridge", {"goal_frame": "map"})
+    wait_for(lambda: pub.get_subscription_count() > 0, 30, "the second bridge", other)
+    pub.publish(target)
+    want = "it is in 'odom', goal_frame is 'map'"
+    wait_for(lambda: any(want in m.data for m in status), 30, "the refusal", other)
+    assert len(goals) == 1
+
+
 def test_memory_arrives_from_another_host_and_bad_archives_change_nothing(
     trained_memory, spawn, client, tmp_path
 ):
