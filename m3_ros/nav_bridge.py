@@ -4,9 +4,10 @@ Send a std_msgs/String on ``~/command`` ("go to the espresso", or just "espresso
 bridge strips the verb (``m3_core.navigation.command_target``), calls the memory server's
 GroundObject (waiting at most ``ground_timeout`` seconds), takes the best object, computes a
 stand-off goal facing it (``m3_core.navigation``), and sends it as a Nav2 ``NavigateToPose``
-goal when that action server exists (nav2_msgs importable), else publishes
-``geometry_msgs/PoseStamped`` on ``goal_topic``. A ``m3_ros/GroundedObject`` on ``~/target``
-skips the grounding call. Outcomes are reported on ``~/status``.
+goal when that action server exists (nav2_msgs importable; ``m3_ros.nav2_goal`` reports
+the outcome), else publishes ``geometry_msgs/PoseStamped`` on ``goal_topic``. A
+``m3_ros/GroundedObject`` on ``~/target`` skips the grounding call. Outcomes are reported on
+``~/status``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from std_msgs.msg import String
 from m3_core.errors import M3Error
 from m3_core.navigation import command_target, standoff_goal
 from m3_ros.msg import GroundedObject
+from m3_ros.nav2_goal import Nav2Goals
 from m3_ros.node_utils import guarded_callback, run_node
 from m3_ros.srv import GroundObject
 
@@ -64,18 +66,10 @@ class NavBridge(Node):
         self.create_subscription(
             Odometry, self.p("odom_topic"), guarded_callback(self, self.on_odom), 10
         )
-        self.nav2 = self._nav2_client(group)
+        self.nav2 = Nav2Goals(self, self.p("nav2_action"), group, self.status)
 
     def p(self, name: str):
         return self.get_parameter(name).value
-
-    def _nav2_client(self, group):
-        try:
-            from nav2_msgs.action import NavigateToPose
-            from rclpy.action import ActionClient
-        except ImportError:
-            return None
-        return ActionClient(self, NavigateToPose, self.p("nav2_action"), callback_group=group)
 
     def status(self, text: str) -> None:
         self.get_logger().info(text)
@@ -129,10 +123,8 @@ class NavBridge(Node):
         pose.pose.position.x, pose.pose.position.y = goal.x, goal.y
         q = pose.pose.orientation
         q.x, q.y, q.z, q.w = goal.quat_xyzw
-        if self.nav2 is not None and self.nav2.server_is_ready():
-            from nav2_msgs.action import NavigateToPose
-
-            self.nav2.send_goal_async(NavigateToPose.Goal(pose=pose))
+        if self.nav2.ready():
+            self.nav2.send(pose, obj.label)
             via = f"Nav2 {self.p('nav2_action')}"
         else:
             self.goal_pub.publish(pose)
