@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-score", type=float, default=None,
                    help="grounding relevancy threshold (default: see MIN_SCORE)")  # fmt: skip
     p.add_argument("--from-bag", default="", help="replay this rosbag2 walk instead")
+    p.add_argument(
+        "--lens",
+        default="pinhole",
+        choices=("pinhole", "wide"),
+        help="the robot camera's lens (wide: distorted, undistorted by the collector)",
+    )
     p.add_argument("--quick", action="store_true", help="a fast, rough run (smoke test)")
     p.add_argument("--timeout", type=float, default=1200.0, help="training time limit (s)")
     args = p.parse_args(argv)
@@ -158,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
           f"features: {args.features}; {args.frames} frames at {args.size[0]}x{args.size[1]}; "
           f"{args.iterations} training steps on CPU")  # fmt: skip
 
-    st.start("scene", "render the simulated quadruped's walk")
+    lens = " through a wide-angle lens" if args.lens == "wide" else ""
+    st.start("scene", f"render the simulated quadruped's walk{lens}")
     frames = []
     if not args.from_bag:
         from demo.sim_robot import render_walk
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             if k % 30 == 0 or k == n:
                 say(f"rendered {k}/{n}")
 
-        frames = render_walk(args.frames, *args.size, on_frame=prog)
+        frames = render_walk(args.frames, *args.size, on_frame=prog, lens=args.lens)
     st.done()
 
     st.start("nodes", "start collector, trainer, memory_server, nav_bridge")
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames": collected["published"],
         "keyframes": collected["keyframes"],
         "image_size": list(args.size),
+        "lens": args.lens,
         "train_size": list(args.train_size),
         "min_score": min_score(args),
         "iterations": int(args.iterations),

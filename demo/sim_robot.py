@@ -42,14 +42,26 @@ CAMERA_FRAME, WORLD_FRAME, BASE_FRAME = "camera_optical_frame", "map", "base_lin
 
 
 @dataclass
+class RawView:
+    """What a distorted lens sees instead (:mod:`demo.lens`): published with ``k`` and ``d``."""
+
+    rgb: np.ndarray  # [H, W, 3] uint8
+    depth: np.ndarray  # [H, W] float32 metres
+    k: np.ndarray  # [3, 3] raw intrinsics
+    d: tuple[float, ...]  # plumb_bob k1 k2 p1 p2 k3
+
+
+@dataclass
 class SimFrame:
     """One rendered view: rgb uint8 [H, W, 3], depth float32 [H, W] (m), the camera (pose =
-    optical camera-to-world) and the base_link pose [4, 4] float64 (world <- base)."""
+    optical camera-to-world) and the base_link pose [4, 4] float64 (world <- base); ``raw``:
+    the same view through a wide-angle lens, which the robot then publishes instead."""
 
     rgb: np.ndarray
     depth: np.ndarray
     camera: Camera
     base: torch.Tensor
+    raw: RawView | None = None
 
 
 def render_walk(
@@ -59,14 +71,23 @@ def render_walk(
     *,
     seed: int = 0,
     on_frame: Callable[[int, int], None] | None = None,  # (done, total)
+    lens: str = "pinhole",  # pinhole | wide (demo.lens.WIDE distortion)
 ) -> list[SimFrame]:
     """Render the walk of :func:`demo.scene.walk_poses` through the demo room."""
+    from demo import lens as lenses
+
+    if lens not in ("pinhole", "wide"):
+        raise ValueError(f"lens must be pinhole or wide, not {lens!r}")
     objects = scene.demo_objects()
-    frames = []
+    frames, k_raw = [], None
     for k, c2w in enumerate(scene.walk_poses(num_frames, seed=seed)):
         cam = scene.camera(c2w, width, height)
         rgb, depth, _ = scene.render(cam, objects)
-        frames.append(SimFrame(rgb, depth, cam, scene.base_pose(c2w)))
+        raw = None
+        if lens == "wide":
+            k_raw = lenses.raw_intrinsics(cam) if k_raw is None else k_raw
+            raw = RawView(*lenses.distort_view(rgb, depth, cam, k_raw), k_raw, lenses.WIDE)
+        frames.append(SimFrame(rgb, depth, cam, scene.base_pose(c2w), raw))
         if on_frame is not None:
             on_frame(k + 1, num_frames)
     return frames
@@ -85,9 +106,13 @@ def frame_messages(frame: SimFrame, t_ns: int) -> dict[str, object]:
     from m3_ros import convert
 
     stamp = to_stamp(t_ns)
-    img = convert.array_to_image(frame.rgb, "rgb8")
-    depth = convert.array_to_image(frame.depth.astype(np.float32), "32FC1")
+    view = frame.raw or frame
+    img = convert.array_to_image(view.rgb, "rgb8")
+    depth = convert.array_to_image(view.depth.astype(np.float32), "32FC1")
     info = convert.camera_info_msg(frame.camera, CAMERA_FRAME)
+    if frame.raw is not None:  # the lens: raw intrinsics + distortion; P unset
+        info.k, info.d = frame.raw.k.ravel().tolist(), list(frame.raw.d)
+        info.p = [0.0] * 12
     odom = Odometry(child_frame_id=BASE_FRAME)
     odom.pose.pose = convert.matrix_to_pose_msg(frame.base)
     for msg, fid in ((img, CAMERA_FRAME), (depth, CAMERA_FRAME), (info, CAMERA_FRAME)):
@@ -177,6 +202,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bag", help="write the walk to this rosbag2 folder instead of publishing")
     p.add_argument("--from-bag", help="publish the frames of this rosbag2 folder")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a subscriber")
+    p.add_argument("--lens", default="pinhole", choices=("pinhole", "wide"), help="camera lens")
     return p.parse_args(argv)
 
 
@@ -185,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     if args.bag:
-        frames = render_walk(args.frames, *args.size)
+        frames = render_walk(args.frames, *args.size, lens=args.lens)
         n = bag.write_bag(args.bag, walk_messages(frames, args.rate, time.time_ns()))
         print(f"wrote {n} frames to {args.bag}")
         return 0
@@ -201,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_bag:
             n = replay(pub, bag.read_bag(args.from_bag))
         else:
-            frames = render_walk(args.frames, *args.size)
+            frames = render_walk(args.frames, *args.size, lens=args.lens)
             publish_frames(pub, frames, args.rate)
             n = len(frames)
         print(f"published {n} frames")

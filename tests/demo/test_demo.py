@@ -17,7 +17,7 @@ pytest.importorskip("rclpy")
 pytest.importorskip("efficientnet_lite_pytorch")
 
 SUMMARY_KEYS = {
-    "features", "frames", "keyframes", "image_size", "train_size", "iterations",
+    "features", "frames", "keyframes", "image_size", "lens", "train_size", "iterations",
     "num_gaussians", "psnr_db", "grounding", "hits", "present", "absent_correct", "goals",
     "answers", "timings_s", "query_latency_ms", "truth", "views", "min_score",
 }  # fmt: skip
@@ -32,8 +32,9 @@ def run_demo(out, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_shrunken_demo_writes_a_complete_report(tmp_path):
+    """Through a wide-angle lens (the collector undistorts, as for a real robot camera)."""
     out = tmp_path / "demo"
-    proc = run_demo(out)
+    proc = run_demo(out, "--lens", "wide")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for k, stage in enumerate(["scene", "nodes", "collect", "extract", "train"], 1):
         assert f"[{k}/8] {stage}" in proc.stdout
@@ -46,6 +47,7 @@ def test_shrunken_demo_writes_a_complete_report(tmp_path):
     assert SUMMARY_KEYS <= set(s)
     assert STAGES <= set(s["timings_s"]) and s["timings_s"]["total"] > 0
     assert s["keyframes"] >= 10 and s["iterations"] == 40 and s["frames"] == 24
+    assert s["lens"] == "wide" and "through a wide-angle lens" in proc.stdout
     labels = [t["label"] for t in s["truth"]]
     assert [r["query"] for r in s["grounding"]] == labels + ["grand piano"]
     for r in s["grounding"]:
