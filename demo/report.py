@@ -87,7 +87,7 @@ def draw_map(path: Path, cloud: tuple[np.ndarray, np.ndarray], walk_xy: np.ndarr
             o = ans["objects"][0]
             _box(ax, o["center"], o["size"], color=c, lw=1.5, ls="--")
             ax.plot(*o["center"][:2], "x", color=c, ms=9, mew=2)
-            ax.text(o["center"][0], o["center"][1] - 0.18, f"{row.get('error_m', 0):.2f} m",
+            ax.text(o["center"][0], o["center"][1] - 0.18, f"{row.get('to_box_m', 0):.2f} m",
                     ha="center", color=c, fontsize=8)  # fmt: skip
     for g in summary["goals"]:
         if g["goal"] is None:
@@ -103,7 +103,7 @@ def draw_map(path: Path, cloud: tuple[np.ndarray, np.ndarray], walk_xy: np.ndarr
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
     hits, n = summary.get("hits", 0), summary.get("present", 0)
-    ax.set_title(f"Memory map: {n} objects, {hits} grounded within 0.3 m "
+    ax.set_title(f"Memory map: {n} objects, {hits} grounded within 0.3 m of their box "
                  f"({summary.get('num_gaussians', 0)} Gaussians)")  # fmt: skip
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=5, fontsize=8)
     fig.tight_layout()
@@ -204,10 +204,11 @@ def write_summary(report_dir: Path, summary: dict) -> tuple[Path, Path]:
         f"{summary['image_size'][1]}; {summary['iterations']} training steps on CPU; "
         f"{summary['num_gaussians']} Gaussians; test PSNR {summary['psnr_db']} dB.",
         "",
-        "## Grounding (top answer vs true box centre; hit = within 0.3 m)",
+        "## Grounding (top answer's centre vs the true box; hit = within 0.3 m of the box)",
         "",
-        "| query | present | answered | score | error (m) | xy error (m) | result |",
-        "|---|---|---|---|---|---|---|",
+        "| query | present | answered | score | to box (m) | to centre (m) | xy to centre (m) "
+        "| result |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["grounding"]:
         if r["present"]:
@@ -217,7 +218,8 @@ def write_summary(report_dir: Path, summary: dict) -> tuple[Path, Path]:
         lines.append(
             f"| {r['query']} | {'yes' if r['present'] else 'no'} | "
             f"{'yes' if r['answered'] else 'no'} | {r.get('score', '-')} | "
-            f"{r.get('error_m', '-')} | {r.get('error_xy_m', '-')} | {res} |"
+            f"{r.get('to_box_m', '-')} | {r.get('error_m', '-')} | {r.get('error_xy_m', '-')} "
+            f"| {res} |"
         )
     lines += ["", "## Timings (s)", "", "| stage | wall time (s) |", "|---|---|"]
     for k, v in t.items():

@@ -220,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = score_grounding(answers, truth)
         for r in rows:
             if r["present"]:
-                err = f"error {r['error_m']:.2f} m" if "error_m" in r else "no answer"
-                say(f"{r['query']:<14} {err:<16} {'HIT' if r['hit'] else 'miss'}")
+                err = "no answer"
+                if "error_m" in r:
+                    err = f"{r['to_box_m']:.2f} m from the box ({r['error_m']:.2f} m to centre)"
+                say(f"{r['query']:<14} {err:<42} {'HIT' if r['hit'] else 'miss'}")
             else:
                 verdict = "no answer: correct" if r["correct"] else "answered: wrong"
                 say(f"{r['query']:<14} (absent) {verdict}")
@@ -268,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     summary["timings_s"]["report"] = st.times["report"]
     summary["timings_s"]["total"] = round(time.monotonic() - st.t0, 1)
     report.write_summary(out / "report", summary)
-    print(f"\n{summary['hits']}/{summary['present']} objects grounded within {HIT_RADIUS} m; "
-          f"absent object {'not answered (correct)' if summary['absent_correct'] else 'answered'}"
-          f"; total {summary['timings_s']['total']:.0f} s")  # fmt: skip
+    absent = "not answered (correct)" if summary["absent_correct"] else "answered"
+    total = summary["timings_s"]["total"]
+    print(f"\n{summary['hits']}/{summary['present']} objects grounded within {HIT_RADIUS} m "
+          f"of their box; absent object {absent}; total {total:.0f} s")  # fmt: skip
     print("report: " + ", ".join(str(f) for f in files + [out / "report" / "summary.md"]))
     return 0
 

@@ -178,7 +178,9 @@ def navigate(client, labels: list[str], stack: NodeStack) -> list[dict]:
 
 
 def score_grounding(answers: list[dict], truth: list[dict]) -> list[dict]:
-    """Per query: error of the top answer's centre to the true centre (m) and hit/miss."""
+    """Per query: distance of the top answer's centre to the true box (m, 0 inside it: where
+    the robot must go; a hit within HIT_RADIUS) and to the true centre (a box seen from one
+    side only is grounded on its visible faces, up to half its size from its centre)."""
     import numpy as np
 
     by_label = {t["label"]: t for t in truth}
@@ -190,11 +192,13 @@ def score_grounding(answers: list[dict], truth: list[dict]) -> list[dict]:
             row.update(score=round(top["score"], 4), center=[round(v, 3) for v in top["center"]])
         if a["present"]:
             t = np.array(by_label[a["query"]]["center"])
+            half = np.array(by_label[a["query"]]["size"]) / 2
             if top is not None:
                 err = np.array(top["center"]) - t
+                row["to_box_m"] = round(float(np.linalg.norm(np.maximum(abs(err) - half, 0))), 3)
                 row["error_m"] = round(float(np.linalg.norm(err)), 3)
                 row["error_xy_m"] = round(float(np.linalg.norm(err[:2])), 3)
-            row["hit"] = top is not None and row["error_m"] <= HIT_RADIUS
+            row["hit"] = top is not None and row["to_box_m"] <= HIT_RADIUS
         else:
             row["correct"] = top is None  # an absent object must get no answer
         rows.append(row)

@@ -124,6 +124,12 @@ class Collector(Node):
         counts = {**self.inputs.counts(), **self.sink.counts()}
         if counts == self.last_counts:
             return
+        lost = counts["frames_unpaired"] - (self.last_counts or {}).get("frames_unpaired", 0)
+        if lost > 0:
+            self.get_logger().warning(
+                f"{lost} image(s) left unpaired ({counts['frames_unpaired']} in all): no camera "
+                "info / depth / pose within slop, or not within max_delay"
+            )
         self.last_counts = counts
         msg = CollectorStatus(recording_id=self.recording_id, **counts)
         msg.dataset_path = str(self.sink.writer.root.resolve())

@@ -54,7 +54,7 @@ def test_shrunken_demo_writes_a_complete_report(tmp_path):
         assert isinstance(r["answered"], bool)
         if r["present"]:
             assert isinstance(r["hit"], bool)
-            assert ("error_m" in r) == r["answered"]
+            assert ("error_m" in r) == ("to_box_m" in r) == r["answered"]
         else:
             assert isinstance(r["correct"], bool)
     assert s["present"] == len(labels) and 0 <= s["hits"] <= len(labels)

@@ -155,13 +155,18 @@ def test_score_grounding_errors_hits_and_absent():
         {"query": "cat", "present": True,
          "objects": [{"score": 0.9, "center": [1.0, 1.2, 0.3], "size": [1, 1, 1]}]},
         {"query": "cup", "present": True,
-         "objects": [{"score": 0.4, "center": [0.0, 0.4, 0.6], "size": [1, 1, 1]}]},
+         "objects": [{"score": 0.4, "center": [0.0, 0.4, 0.9], "size": [1, 1, 1]}]},
         {"query": "piano", "present": False, "objects": []},
     ]  # fmt: skip
+    answers[1]["objects"].append({"score": 0.3, "center": [2.0, 0.0, 0.3], "size": [1, 1, 1]})
     rows = score_grounding(answers, truth)
-    assert rows[0]["error_m"] == pytest.approx(0.2) and rows[0]["hit"]
-    assert rows[1]["error_m"] == pytest.approx(0.5) and not rows[1]["hit"]
-    assert rows[1]["error_xy_m"] == pytest.approx(0.4)
+    assert rows[0]["error_m"] == pytest.approx(0.2) and rows[0]["to_box_m"] == 0.0
+    assert rows[0]["hit"]  # inside the box
+    assert rows[1]["error_m"] == pytest.approx(0.721) and rows[1]["error_xy_m"] == 0.4
+    assert rows[1]["to_box_m"] == pytest.approx(0.1) and rows[1]["hit"]  # 0.1 m above it
+    answers[1]["objects"] = answers[1]["objects"][::-1]  # the top answer is 1.5 m off the box
+    assert score_grounding(answers, truth)[1]["to_box_m"] == pytest.approx(1.5)
+    assert not score_grounding(answers, truth)[1]["hit"]
     assert rows[2]["correct"] and not rows[2]["answered"]
     answers[2]["objects"] = answers[0]["objects"]
     assert not score_grounding(answers, truth)[2]["correct"]

@@ -235,3 +235,43 @@ def test_collector_takes_camera_poses_from_tf(spawn, client, tmp_path):
         expect = base @ base_to_cam
         torch.testing.assert_close(frame.camera.c2w.double(), expect, atol=1e-5, rtol=0)
     assert collector.alive()
+
+
+def test_unpaired_images_are_counted_and_logged(spawn, client, tmp_path):
+    """Images whose depth never comes: given up once a newer image is max_delay ahead,
+    counted on ~/status and logged; the newest one is still pending."""
+    from nav_msgs.msg import Odometry
+
+    from m3_ros.msg import CollectorStatus
+    from tests.ros.conftest import wait_for
+
+    params = {"output_dir": str(tmp_path / "rec"), "depth_topic": "/cam/depth", "max_delay": 0.5}
+    params["sync"] = "builtin"  # message_filters does not say what it still holds
+    collector = spawn("collector", params)
+    status = client.collect(CollectorStatus, "/collector/status")
+    pubs = {
+        "image": client.node.create_publisher(Image, "/camera/image_raw", 10),
+        "info": client.node.create_publisher(CameraInfo, "/camera/camera_info", 10),
+        "odom": client.node.create_publisher(Odometry, "/odom", 10),
+    }
+    wait_for(lambda: all(p.get_subscription_count() for p in pubs.values()), 30, "collector")
+    time.sleep(1.0)
+    cam = Camera(50.0, 50.0, 16.0, 12.0, 32, 24, torch.eye(4, dtype=torch.float64))
+    for sec in (100, 101, 102):  # a second apart: each newer image is past max_delay
+        msgs = {
+            "image": convert.array_to_image(np.zeros((24, 32, 3), np.uint8), "rgb8"),
+            "info": convert.camera_info_msg(cam),
+            "odom": Odometry(),
+        }
+        msgs["odom"].pose.pose.orientation.w = 1.0
+        for key in ("odom", "info", "image"):
+            msgs[key].header.stamp.sec = sec
+            pubs[key].publish(msgs[key])
+        time.sleep(0.2)
+
+    def counts():
+        s = status[-1] if status else None
+        return s and (s.images_received, s.frames_paired, s.frames_unpaired, s.frames_pending)
+
+    wait_for(lambda: counts() == (3, 0, 2, 1), 30, f"counts (got {counts()})", collector)
+    wait_for(lambda: "left unpaired (2 in all)" in collector.output(), 10, "the warning")
