@@ -12,8 +12,9 @@ The bank is treated as a constant: it never receives a gradient.
 
 :func:`gma_decode` processes ``chunk_size`` leading elements at a time with a hand-written
 backward that recomputes the attention per chunk, so neither pass holds more than
-``chunk_size * t`` attention weights. :func:`gma_decode_reference` is its slow twin (plain
-autograd over the whole batch).
+``chunk_size * t`` attention weights; the logits go through the low-rank ``W @ Bn^T``
+[s, t], so only ``a @ B`` (forward) and ``grad @ B^T`` (backward) cost d per weight.
+:func:`gma_decode_reference` is its slow twin (plain autograd over the whole batch).
 """
 
 from __future__ import annotations
@@ -76,23 +77,27 @@ def gma_decode_reference(
 
 
 def _attention(
-    qc: torch.Tensor, proj: torch.Tensor, bank_n: torch.Tensor, tau: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (a [c, t], zn [c, d], ||z|| [c, 1]) for a chunk of queries qc [c, s]."""
-    z = qc @ proj  # [c, d]
+    qc: torch.Tensor, proj: torch.Tensor, p_t: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (a [c, t], u [c, t], z [c, d], ||z|| [c, 1]) for a chunk of queries qc [c, s].
+
+    The logits cos(z, B_k) / tau = (z @ Bn^T) / ||z|| / tau are computed as
+    (qc @ P) / ||z|| / tau with P = W @ Bn^T [s, t] (s is small: 16), which costs c*s*t
+    instead of c*d*t multiply-adds (d = 768..1280)."""
+    z = qc @ proj  # [c, d] (only its norm is needed: c*s*d, cheap)
     norm = z.norm(dim=-1, keepdim=True)  # [c, 1]
-    zn = z / norm.clamp_min(_NORM_EPS)  # [c, d]
-    a = torch.softmax(zn @ bank_n.T / tau, dim=-1)  # [c, t]
-    return a, zn, norm
+    u = qc @ p_t  # [c, t] = z @ Bn^T
+    a = torch.softmax(u / (norm.clamp_min(_NORM_EPS) * tau), dim=-1)  # [c, t]
+    return a, u, z, norm
 
 
 class _GMAChunked(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q2, proj, bank, tau: float, chunk: int):  # q2 [M, s]
-        bank_n = F.normalize(bank, dim=-1)  # [t, d]
+        p_t = proj @ F.normalize(bank, dim=-1).T  # [s, t]
         out = q2.new_empty(q2.shape[0], bank.shape[1])  # [M, d]
         for a0 in range(0, q2.shape[0], chunk):
-            a, _, _ = _attention(q2[a0 : a0 + chunk], proj, bank_n, tau)
+            a = _attention(q2[a0 : a0 + chunk], proj, p_t, tau)[0]
             out[a0 : a0 + chunk] = a @ bank
         ctx.save_for_backward(q2, proj, bank)
         ctx.tau, ctx.chunk = tau, chunk
@@ -105,23 +110,26 @@ class _GMAChunked(torch.autograd.Function):
         tau, chunk = ctx.tau, ctx.chunk
         need_q, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         bank_n = F.normalize(bank, dim=-1)  # [t, d]
+        p_t = proj @ bank_n.T  # [s, t]
         dq = torch.empty_like(q2) if need_q else None  # [M, s]
+        dp_t = torch.zeros_like(p_t) if need_p else None  # [s, t]
         dp = torch.zeros_like(proj) if need_p else None  # [s, d]
         for a0 in range(0, q2.shape[0], chunk):
             qc, gc = q2[a0 : a0 + chunk], grad_out[a0 : a0 + chunk]
-            a, zn, norm = _attention(qc, proj, bank_n, tau)
+            a, u, z, norm = _attention(qc, proj, p_t, tau)
             da = gc @ bank.T  # [c, t]
-            dlogit = a * (da - (da * a).sum(-1, keepdim=True))  # softmax backward
-            dzn = dlogit @ bank_n / tau  # [c, d]
-            radial = zn * (dzn * zn).sum(-1, keepdim=True)
-            big = norm > _NORM_EPS  # [c, 1]
-            dz = torch.where(
-                big, (dzn - radial) / norm.clamp_min(_NORM_EPS), dzn / _NORM_EPS
-            )  # [c, d]
+            dlogit = a * (da - (da * a).sum(-1, keepdim=True)) / tau  # softmax backward
+            n = norm.clamp_min(_NORM_EPS)  # [c, 1]; below eps the norm is a constant
+            du = dlogit / n  # [c, t]
+            dn = -(dlogit * u).sum(-1, keepdim=True) / (n * n)  # [c, 1]
+            dz = torch.where(norm > _NORM_EPS, dn / n, torch.zeros_like(dn)) * z  # [c, d]
             if dq is not None:
-                dq[a0 : a0 + chunk] = dz @ proj.T
+                dq[a0 : a0 + chunk] = du @ p_t.T + dz @ proj.T
             if dp is not None:
+                dp_t += qc.T @ du
                 dp += qc.T @ dz
+        if dp is not None:
+            dp += dp_t @ bank_n  # through P = W @ Bn^T
         return dq, dp, None, None, None
 
 
