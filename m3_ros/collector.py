@@ -27,7 +27,7 @@ from m3_core.errors import InvalidInputError
 from m3_ros import convert
 from m3_ros.action import TrainMemory
 from m3_ros.camera_inputs import CameraInputs
-from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, choose_recording, rectify
+from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, check_frame, choose_recording, rectify
 from m3_ros.msg import CollectorStatus, Keyframe
 from m3_ros.node_utils import latched_qos, run_node
 from m3_ros.train_goal import TrainingRequester
@@ -112,6 +112,7 @@ class Collector(Node):
         else:
             rgb = convert.image_to_rgb(image)
         depth_m = None if depth is None else convert.depth_to_metres(depth, self.p("depth_scale"))
+        check_frame(rgb, depth_m, info, self.rectifiers, self.p("image_rectified"))
         keep, _ = self.selector.consider(c2w, rgb)
         if keep:  # undistort only what is kept
             rgb, depth_m, camera, remapped = rectify(

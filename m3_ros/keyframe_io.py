@@ -44,6 +44,27 @@ def choose_recording(output_dir: Path, recording_id: str, resume_window_s: float
     return min(recent)[1] if recent else time.strftime("rec_%Y%m%d_%H%M%S")
 
 
+def check_frame(
+    rgb: np.ndarray,
+    depth_m: np.ndarray | None,
+    info: CameraInfo,
+    cache: RectifierCache,
+    image_rectified: bool = False,
+) -> None:
+    """Refuse a frame that :func:`rectify` could not turn into a keyframe (sizes that disagree
+    with the camera info, an unsupported lens or bad intrinsics), before it is selected."""
+    size = (int(info.width), int(info.height))
+    for what, arr in (("image", rgb), ("depth", depth_m)):
+        if arr is not None and (arr.shape[1], arr.shape[0]) != size:
+            raise InvalidInputError(
+                f"{what} is {arr.shape[1]}x{arr.shape[0]} but camera_info says {size[0]}x{size[1]}"
+            )
+    if image_rectified:
+        convert.rectified_camera_from_info(info, torch.eye(4, dtype=torch.float64))
+    else:
+        cache.get(convert.lens_model(info))  # builds (and caches) the remap tables, or raises
+
+
 def rectify(
     rgb: np.ndarray,  # [H, W, 3] uint8, as the camera took it
     depth_m: np.ndarray | None,  # [H, W] metres, registered to the colour camera

@@ -124,3 +124,28 @@ def test_a_receiver_undistorts_keyframes_from_a_sender_that_did_not(tmp_path):
     want = Rectifier(convert.lens_model(info)).rgb(rgb)
     got = load_dataset(tmp_path / "walk").load_image(0)
     torch.testing.assert_close(got, torch.from_numpy(want).float() / 255, atol=0, rtol=0)
+
+
+def test_frames_that_cannot_become_keyframes_are_refused_before_selection():
+    from m3_core.data.undistort import RectifierCache
+    from m3_core.errors import InvalidInputError
+    from m3_ros.keyframe_io import check_frame
+
+    rgb, depth, info, _ = distorted_frame()
+    cache = RectifierCache()
+    check_frame(rgb, depth, info, cache)  # fine, and its remap tables are now cached
+    assert len(cache.items) == 1
+    with pytest.raises(InvalidInputError, match="depth is 80x60 but camera_info says 160x120"):
+        check_frame(rgb, depth[::2, ::2], info, cache)
+    with pytest.raises(InvalidInputError, match="image is 80x120"):
+        check_frame(rgb[:, :80], None, info, cache)
+    info.distortion_model = "kannala_brandt"
+    with pytest.raises(InvalidInputError, match="'kannala_brandt' is not supported"):
+        check_frame(rgb, None, info, cache)
+    with pytest.raises(InvalidInputError, match="P with fx, fy > 0"):  # P unset
+        check_frame(rgb, None, info, cache, image_rectified=True)
+    info.p = [100.0, 0.0, 80.0, 0.0, 0.0, 100.0, 60.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    check_frame(rgb, None, info, cache, image_rectified=True)  # any lens: P describes it
+    info.width = 0
+    with pytest.raises(InvalidInputError, match="image is 160x120 but camera_info says 0x120"):
+        check_frame(rgb, None, info, cache, image_rectified=True)
