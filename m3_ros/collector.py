@@ -8,9 +8,9 @@ base <- camera optical (``camera_extrinsic``, x y z qx qy qz qw; the default loo
 motion and blur gates) are undistorted to pinhole with their CameraInfo (plumb_bob,
 rational_polynomial, equidistant; ``image_rectified`` for image_rect topics), written
 atomically to ``output_dir/recording_id`` (reopening resumes) and streamed on ``~/keyframes``
-(``m3_ros.keyframe_io``). ``~/start_training``
-(std_srvs/Trigger) sends a TrainMemory goal once enough keyframes exist. ``~/status``
-(CollectorStatus, latched) counts images received, paired, rejected and keyframes written.
+(``m3_ros.keyframe_io``). ``~/start_training`` (std_srvs/Trigger) sends a TrainMemory goal
+once enough keyframes exist. ``~/status`` (CollectorStatus, latched) counts images received,
+paired, rejected and keyframes written.
 """
 
 from __future__ import annotations
@@ -112,12 +112,10 @@ class Collector(Node):
         else:
             rgb = convert.image_to_rgb(image)
         depth_m = None if depth is None else convert.depth_to_metres(depth, self.p("depth_scale"))
-        check_frame(rgb, depth_m, info, self.rectifiers, self.p("image_rectified"))
+        rect = check_frame(rgb, depth_m, info, self.rectifiers, self.p("image_rectified"))
         keep, _ = self.selector.consider(c2w, rgb)
         if keep:  # undistort only what is kept
-            rgb, depth_m, camera, remapped = rectify(
-                rgb, depth_m, info, c2w, self.rectifiers, self.p("image_rectified")
-            )
+            rgb, depth_m, camera, remapped = rectify(rgb, depth_m, info, c2w, rect)
             job = KeyframeJob(rgb, camera, depth_m, image, info, world_frame, remapped)
             self.sink.put(job)
 

@@ -21,7 +21,7 @@ import torch
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from m3_core.data.transforms import TransformsWriter
-from m3_core.data.undistort import RectifierCache
+from m3_core.data.undistort import Rectifier, RectifierCache
 from m3_core.errors import InvalidInputError, M3Error
 from m3_core.types import Camera
 from m3_ros import convert
@@ -45,14 +45,15 @@ def choose_recording(output_dir: Path, recording_id: str, resume_window_s: float
 
 
 def check_frame(
-    rgb: np.ndarray,
-    depth_m: np.ndarray | None,
+    rgb: np.ndarray,  # [H, W, 3] uint8, as the camera took it
+    depth_m: np.ndarray | None,  # [H, W] metres, registered to the colour camera
     info: CameraInfo,
     cache: RectifierCache,
     image_rectified: bool = False,
-) -> None:
-    """Refuse a frame that :func:`rectify` could not turn into a keyframe (sizes that disagree
-    with the camera info, an unsupported lens or bad intrinsics), before it is selected."""
+) -> Rectifier | None:
+    """Refuse a frame that cannot become a keyframe (sizes that disagree with the camera info,
+    an unsupported lens, bad intrinsics) before it is selected. Returns the frame's cached
+    ``Rectifier``, or None for an ``image_rect`` topic (``image_rectified``: P describes it)."""
     size = (int(info.width), int(info.height))
     for what, arr in (("image", rgb), ("depth", depth_m)):
         if arr is not None and (arr.shape[1], arr.shape[0]) != size:
@@ -61,26 +62,24 @@ def check_frame(
             )
     if image_rectified:
         convert.rectified_camera_from_info(info, torch.eye(4, dtype=torch.float64))
-    else:
-        cache.get(convert.lens_model(info))  # builds (and caches) the remap tables, or raises
+        return None
+    return cache.get(convert.lens_model(info))  # builds (and caches) the remap tables, or raises
 
 
 def rectify(
-    rgb: np.ndarray,  # [H, W, 3] uint8, as the camera took it
-    depth_m: np.ndarray | None,  # [H, W] metres, registered to the colour camera
+    rgb: np.ndarray,  # [H, W, 3] uint8
+    depth_m: np.ndarray | None,  # [H, W] metres
     info: CameraInfo,
     c2w: torch.Tensor,  # [4, 4] camera optical -> world
-    cache: RectifierCache,
-    image_rectified: bool = False,
+    rect: Rectifier | None,  # from check_frame
 ) -> tuple[np.ndarray, np.ndarray | None, Camera, bool]:
     """The pinhole keyframe M3 trains on: (rgb, depth, camera, remapped). A distorted image is
-    undistorted with its CameraInfo (``m3_core.data.undistort``); ``image_rectified`` (an
-    ``image_rect`` topic) takes the intrinsics from P and remaps nothing."""
-    if image_rectified:
+    undistorted with its CameraInfo (``m3_core.data.undistort``); an ``image_rect`` one
+    (``rect`` None) takes the intrinsics from P."""
+    if rect is None:
         return rgb, depth_m, convert.rectified_camera_from_info(info, c2w), False
-    rect = cache.get(convert.lens_model(info))
     if rect.identity:
-        return rgb, depth_m, convert.camera_from_info(info, c2w), False
+        return rgb, depth_m, rect.camera(c2w.float()), False
     depth_m = None if depth_m is None else rect.depth(depth_m)
     return rect.rgb(rgb), depth_m, rect.camera(c2w.float()), True
 
@@ -196,7 +195,8 @@ class KeyframeReceiver:
             rgb = convert.compressed_to_rgb(msg.image)
             depth = convert.depth_to_metres(msg.depth) if msg.depth.width else None
             c2w = convert.pose_to_matrix(msg.camera_pose)
-            rgb, depth, camera, _ = rectify(rgb, depth, msg.camera_info, c2w, self.rectifiers)
+            rect = check_frame(rgb, depth, msg.camera_info, self.rectifiers)
+            rgb, depth, camera, _ = rectify(rgb, depth, msg.camera_info, c2w, rect)
             writer.add_frame(msg.name, rgb, camera, depth, world_frame=msg.header.frame_id)
         except M3Error as exc:
             self.logger.warning(f"dropped keyframe {msg.name!r}: {exc}")

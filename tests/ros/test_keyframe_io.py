@@ -70,11 +70,11 @@ def test_distorted_keyframes_are_undistorted_once_and_streamed_as_written(tmp_pa
     from m3_core.data import load_dataset
     from m3_core.data.undistort import Rectifier, RectifierCache
     from m3_ros import convert
-    from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, rectify
+    from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, check_frame, rectify
 
     rgb, depth, info, c2w = distorted_frame()
-    cache = RectifierCache()
-    out_rgb, out_depth, cam, remapped = rectify(rgb, depth, info, c2w, cache)
+    rect = check_frame(rgb, depth, info, RectifierCache())
+    out_rgb, out_depth, cam, remapped = rectify(rgb, depth, info, c2w, rect)
     want = Rectifier(convert.lens_model(info))
     assert remapped and not want.identity
     np.testing.assert_array_equal(out_rgb, want.rgb(rgb))
@@ -102,11 +102,13 @@ def test_distorted_keyframes_are_undistorted_once_and_streamed_as_written(tmp_pa
 
 def test_image_rect_topics_take_p_and_are_not_remapped():
     from m3_core.data.undistort import RectifierCache
-    from m3_ros.keyframe_io import rectify
+    from m3_ros.keyframe_io import check_frame, rectify
 
     rgb, depth, info, c2w = distorted_frame()
     info.p = [100.0, 0.0, 79.0, 0.0, 0.0, 101.0, 60.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    out_rgb, out_depth, cam, remapped = rectify(rgb, depth, info, c2w, RectifierCache(), True)
+    rect = check_frame(rgb, depth, info, RectifierCache(), image_rectified=True)
+    assert rect is None
+    out_rgb, out_depth, cam, remapped = rectify(rgb, depth, info, c2w, rect)
     assert not remapped and out_rgb is rgb and out_depth is depth
     assert (cam.fx, cam.fy, cam.cx, cam.cy) == (100.0, 101.0, 79.0, 60.0)
 
