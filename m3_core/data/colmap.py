@@ -33,7 +33,6 @@ _MODELS = {
     "FULL_OPENCV": (lambda p: (*p[:4], tuple(p[4:12])), "rational_polynomial"),
     "OPENCV_FISHEYE": (lambda p: (*p[:4], tuple(p[4:8])), "equidistant"),
 }
-_EYE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def find_colmap_model(root: Path) -> Path | None:
@@ -58,8 +57,7 @@ def _camera(cam, c2w: torch.Tensor, where: str, rectifiers: RectifierCache):
     try:
         if not any(d):
             return Camera(fx, fy, cx, cy, w, h, c2w), None
-        k = (fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0)
-        lens = LensModel(lens_model, tuple(map(float, d)), k, _EYE, (0.0,) * 12, w, h)
+        lens = LensModel.mono(lens_model, d, fx, fy, cx, cy, w, h)
         return rectifiers.get(lens).camera(c2w), lens
     except InvalidInputError as e:
         raise InvalidInputError(f"{where}: {e}") from None

@@ -42,7 +42,6 @@ from m3_core.io import atomic_path, atomic_write_bytes, atomic_write_text
 from m3_core.types import Camera, opencv_to_opengl, opengl_to_opencv
 
 _REFUSED_MODELS = ("FISHEYE", "EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO")
-_EYE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -64,10 +63,7 @@ def _lens(fr: dict, meta: dict, k: tuple, w: int, h: int, where: str) -> LensMod
     d = tuple(_num(fr, meta, key, where, default=0.0) for key in keys)
     if not any(d):
         return None
-    fx, fy, cx, cy = k
-    kmat = (fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0)
-    model = "equidistant" if fisheye else "plumb_bob"
-    return LensModel(model, d, kmat, _EYE, (0.0,) * 12, w, h)
+    return LensModel.mono("equidistant" if fisheye else "plumb_bob", d, *k, w, h)
 
 
 def _parse_frame(

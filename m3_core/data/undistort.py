@@ -27,6 +27,7 @@ import torch
 from m3_core.errors import InvalidInputError
 from m3_core.types import Camera
 
+_EYE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 MODELS = {"plumb_bob": (4, 5, 8, 12, 14), "rational_polynomial": (8, 12, 14), "equidistant": (4,)}
 
 
@@ -41,6 +42,14 @@ class LensModel:
     p: tuple[float, ...]  # row-major 3x4, zeros = unset
     width: int
     height: int
+
+    @staticmethod
+    def mono(
+        model: str, d, fx: float, fy: float, cx: float, cy: float, width: int, height: int
+    ) -> LensModel:
+        """A single camera (no rectification rotation, P unset) from its intrinsics."""
+        k = (float(fx), 0.0, float(cx), 0.0, float(fy), float(cy), 0.0, 0.0, 1.0)
+        return LensModel(model, tuple(float(v) for v in d), k, _EYE, (0.0,) * 12, width, height)
 
     def is_pinhole(self) -> bool:
         r = np.asarray(self.r).reshape(3, 3) if any(self.r) else np.eye(3)

@@ -246,7 +246,8 @@ def test_distorted_images_are_undistorted_on_loading(tmp_path: Path, model, coef
         ds = load_dataset(tmp_path)
     cam0 = written[0]["camera"]
     k = (cam0.fx, 0.0, cam0.cx, 0.0, cam0.fy, cam0.cy, 0.0, 0.0, 1.0)
-    want = LensModel(lens[0], tuple(map(float, lens[1])), k, tf_mod._EYE, (0.0,) * 12, W, H)
+    eye = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    want = LensModel(lens[0], tuple(map(float, lens[1])), k, eye, (0.0,) * 12, W, H)
     assert ds.frames[0].lens == want and ds.frames[1].lens is None
     rect = Rectifier(want)
     cam = ds.frames[0].camera
