@@ -18,7 +18,7 @@ WIDE = (-0.25, 0.06, 0.0, 0.0, 0.0)  # k1 k2 p1 p2 k3: barrel, like a robot head
 
 
 def _k(cam: Camera) -> np.ndarray:
-    return np.array([[cam.fx, 0.0, cam.cx], [0.0, cam.fy, cam.cy], [0.0, 0.0, 1.0]])
+    return cam.K.double().numpy()  # [3, 3]
 
 
 def _raw_to_render(k_raw: np.ndarray, d, k_render: np.ndarray, w: int, h: int) -> np.ndarray:
