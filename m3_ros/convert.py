@@ -225,7 +225,7 @@ def point_msg(p) -> Point:
 
 
 def grounded_object_msg(obj, frame_id: str, stamp, msg_type):
-    """m3_core.query GroundedObject -> m3_ros/GroundedObject (axis-aligned box, map frame)."""
+    """m3_core.query GroundedObject -> m3_ros/GroundedObject (axis-aligned box, in frame_id)."""
     lo, hi = np.asarray(obj.bbox_min, float), np.asarray(obj.bbox_max, float)
     msg = msg_type(label=obj.label, score=float(obj.score), num_gaussians=int(obj.num_gaussians))
     msg.center.header.frame_id = frame_id

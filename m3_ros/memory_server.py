@@ -4,7 +4,8 @@ configure loads the memory (and the text encoders) into a ``MemoryPredictor``; c
 them; queries are refused unless the node is active. Renders run in their own callback group
 on a MultiThreadedExecutor, so a long render never blocks the other services (the
 predictor is read-only and thread-safe; loading swaps it in one assignment). Grounded
-objects are published as rviz markers; the Gaussians as a PointCloud2 (map frame). New
+objects are published as rviz markers; the Gaussians as a PointCloud2, both in the memory's
+world frame (the frame it was recorded in, unless ``world_frame`` is set). New
 memories arrive from the trainer on ``memory_topic`` (any host; ``m3_ros.memory_delivery``)
 or by path through ``~/load_memory``; the answers themselves are in ``m3_ros.memory_services``.
 """
