@@ -63,9 +63,11 @@ def _camera(cam, c2w: torch.Tensor, where: str, rectifiers: RectifierCache):
         raise InvalidInputError(f"{where}: {e}") from None
 
 
-def read_colmap(model_dir: Path) -> tuple[list, np.ndarray, np.ndarray]:
+def read_colmap(
+    model_dir: Path, rectifiers: RectifierCache | None = None
+) -> tuple[list, np.ndarray, np.ndarray]:
     """(registered images as (name, pinhole Camera, raw LensModel or None), points xyz [M, 3]
-    float32, rgb [M, 3] uint8)."""
+    float32, rgb [M, 3] uint8). Distorted lenses get their remap tables in ``rectifiers``."""
     import pycolmap
 
     try:
@@ -73,7 +75,7 @@ def read_colmap(model_dir: Path) -> tuple[list, np.ndarray, np.ndarray]:
     except Exception as e:  # pycolmap raises plain RuntimeError/ValueError on bad files
         raise InvalidInputError(f"cannot read COLMAP model in {model_dir}: {e}") from None
     out: list[tuple[str, Camera, LensModel | None]] = []
-    rectifiers = RectifierCache()
+    rectifiers = RectifierCache() if rectifiers is None else rectifiers
     for _, img in sorted(rec.images.items()):
         if not img.has_pose:
             continue
@@ -102,7 +104,8 @@ def read_colmap_dataset(
     model_dir = model_dir or find_colmap_model(root)
     if model_dir is None:
         raise InvalidInputError(f"no COLMAP model (cameras.bin/txt) under {root}")
-    images, xyz, rgb = read_colmap(model_dir)
+    rectifiers = RectifierCache()  # built while reading, used again when images are loaded
+    images, xyz, rgb = read_colmap(model_dir, rectifiers)
     if not images:
         raise InvalidInputError(f"COLMAP model in {model_dir} has no registered images")
     image_dir = root / "images"
@@ -113,4 +116,4 @@ def read_colmap_dataset(
     _, test = split_indices([f.name for f in frames])
     points = torch.from_numpy(xyz)
     colors = torch.from_numpy(rgb.astype(np.float32) / 255.0)
-    return SceneDataset(root, frames, test, points, colors, source="colmap")
+    return SceneDataset(root, frames, test, points, colors, source="colmap", rectifiers=rectifiers)

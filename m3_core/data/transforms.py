@@ -129,10 +129,11 @@ def read_transforms_json(path: Path) -> dict:
     return meta
 
 
-def parse_frames(meta: dict, base: Path) -> list[Frame]:
-    """Frames of a parsed transforms.json (file order; nothing on disk is checked)."""
+def parse_frames(meta: dict, base: Path, rectifiers: RectifierCache | None = None) -> list[Frame]:
+    """Frames of a parsed transforms.json (file order; nothing on disk is checked). Distorted
+    lenses get their remap tables in ``rectifiers`` (one per distinct lens)."""
     _check_model(meta)
-    rectifiers = RectifierCache()  # one per distinct lens (usually one for the dataset)
+    rectifiers = RectifierCache() if rectifiers is None else rectifiers
     return [_parse_frame(fr, meta, base, rectifiers) for fr in meta["frames"]]
 
 
@@ -163,7 +164,8 @@ def read_transforms_dataset(
     path = Path(path)
     meta = read_transforms_json(path)
     base = path.parent
-    frames = parse_frames(meta, base)
+    rectifiers = RectifierCache()  # built while parsing, used again when images are loaded
+    frames = parse_frames(meta, base, rectifiers)
     if not frames:
         raise InvalidInputError(f"{path} lists no frames")
     check_image_files(frames)
@@ -176,7 +178,7 @@ def read_transforms_dataset(
         points, colors = read_points_ply(base / meta["ply_file_path"])
     scale = float(meta.get("depth_unit_scale_factor", DEPTH_PNG_SCALE))
     world = str(meta.get("world_frame", ""))
-    return SceneDataset(base, frames, test, points, colors, scale, "nerfstudio", world)
+    return SceneDataset(base, frames, test, points, colors, scale, "nerfstudio", world, rectifiers)
 
 
 class TransformsWriter:

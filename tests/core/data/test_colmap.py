@@ -90,6 +90,7 @@ def test_distorted_cameras_are_undistorted_on_loading(tmp_path, model, distortio
         lens[0], tuple(map(float, lens[1])), k, (1, 0, 0, 0, 1, 0, 0, 0, 1), (0,) * 12, W, H
     )
     assert ds.frames[0].lens == want
+    assert list(ds.rectifiers.items) == [want]  # tables built once, while reading
     rect = Rectifier(want)
     cam = ds.frames[0].camera
     assert (cam.fx, cam.cy) == pytest.approx((rect.new_k[0, 0], rect.new_k[1, 2]))

@@ -249,6 +249,7 @@ def test_distorted_images_are_undistorted_on_loading(tmp_path: Path, model, coef
     eye = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     want = LensModel(lens[0], tuple(map(float, lens[1])), k, eye, (0.0,) * 12, W, H)
     assert ds.frames[0].lens == want and ds.frames[1].lens is None
+    assert list(ds.rectifiers.items) == [want]  # tables built once, while parsing
     rect = Rectifier(want)
     cam = ds.frames[0].camera
     assert (cam.fx, cam.fy, cam.cx, cam.cy) == pytest.approx(
