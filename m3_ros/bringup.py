@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def node_command(name: str, args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", f"m3_ros.{name}", "--ros-args", "--params-file", args.params_file]
-    if args.robot:  # a later params file overrides an earlier one (as in launch_ros)
-        cmd += ["--params-file", str(robot_profiles()[args.robot])]
+    if args.robot_file:  # a later params file overrides an earlier one (as in launch_ros)
+        cmd += ["--params-file", str(args.robot_file)]
     if args.use_sim_time:
         cmd += ["-p", "use_sim_time:=true"]
     if name == "memory_server" and args.memory_path:
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if what:
         print(f"m3-bringup: error: {what}", file=sys.stderr)
         return 2
+    args.robot_file = robots[args.robot] if args.robot else None
     procs = {n: subprocess.Popen(node_command(n, args)) for n in names}
     restarts = {n: 0 for n in names}
     stopping = False
