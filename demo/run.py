@@ -35,6 +35,7 @@ from demo.stages import (
     Stages,
     collect,
     ground_all,
+    memory_dir,
     navigate,
     say,
     score_grounding,
@@ -44,12 +45,6 @@ from demo.stages import (
 
 MARKER = ".m3_demo"
 PRODUCTS = ("recordings", "trainer_recordings", "memories", "memory", "logs", "report")
-# Grounding threshold per feature model (absent: the memory server's default, 0.5). effnet's
-# "text" is a closed 1000-class vocabulary scored as a softmax over cosines at the temperature
-# its meta.json gives (0.01). Measured on three demo memories: at 0.3 the cat or the moped
-# went unanswered in two of them; at 0.15 all but one answer land on the right box (the
-# espresso and the tripod within 0.2 m) and the absent piano is never answered, even at 0.1.
-MIN_SCORE: dict[str, float] = {"effnet": 0.15}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,8 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=10.0, help="camera frames per second")
     p.add_argument("--features", default="effnet", help="feature model: effnet | clip")
     p.add_argument("--weights-dir", default="", help="local model weights (for clip)")
-    p.add_argument("--min-score", type=float, default=None,
-                   help="grounding relevancy threshold (default: see MIN_SCORE)")  # fmt: skip
+    p.add_argument("--min-score", type=float, default=0.0,
+                   help="grounding threshold (0: the server's calibrated default)")  # fmt: skip
     p.add_argument("--from-bag", default="", help="replay this rosbag2 walk instead")
     p.add_argument(
         "--lens",
@@ -110,6 +105,7 @@ def node_params(args: argparse.Namespace, out: Path) -> dict[str, dict]:
         },
         "trainer": {
             "recordings_dir": str(out / "trainer_recordings"),
+            "dataset_roots": [str(out / "recordings")],  # the collector's folder, trusted
             "memories_dir": str(out / "memories"),
             "features": [args.features],
             "weights_dir": args.weights_dir,
@@ -118,6 +114,8 @@ def node_params(args: argparse.Namespace, out: Path) -> dict[str, dict]:
             "max_image_size": [int(w), int(h)],
         },
         "memory_server": {
+            "load_roots": [str(out / "memories")],  # the trainer's folder: loaded in place
+            "memories_dir": str(out / "received_memories"),
             "device": "cpu",
             "weights_dir": args.weights_dir,
             "min_score": float(min_score(args)),
@@ -127,8 +125,8 @@ def node_params(args: argparse.Namespace, out: Path) -> dict[str, dict]:
 
 
 def min_score(args: argparse.Namespace) -> float:
-    """--min-score, else the measured per-model default (0: the server's own default)."""
-    return args.min_score if args.min_score is not None else MIN_SCORE.get(args.features, 0.0)
+    """--min-score; 0 (the default) leaves the memory server's own default threshold."""
+    return float(args.min_score)
 
 
 def extract(args: argparse.Namespace, rec: Path) -> dict:
@@ -265,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         },  # fmt: skip
         "truth": truth,
     }
-    files = report.make_report(out / "report", out / "memory", rec, summary)
+    files = report.make_report(out / "report", memory_dir(out), rec, summary)
     st.done()
     summary["timings_s"]["report"] = st.times["report"]
     summary["timings_s"]["total"] = round(time.monotonic() - st.t0, 1)

@@ -90,6 +90,11 @@ def collect(client, args, frames, stack: NodeStack, rec: Path) -> dict:
     return {"published": n, "keyframes": s.keyframes, "publish_s": round(publish_s, 2)}
 
 
+def memory_dir(out: Path) -> Path:
+    """Where the trainer writes the demo's memory: inside its trusted ``memories_dir``."""
+    return out / "memories" / RECORDING
+
+
 def train(client, args, rec: Path, out: Path, stack: NodeStack) -> tuple[object, dict]:
     from m3_ros.action import TrainMemory
 
@@ -99,7 +104,7 @@ def train(client, args, rec: Path, out: Path, stack: NodeStack) -> tuple[object,
         features=[args.features],
         iterations=int(args.iterations),
         device="cpu",
-        output_path=str((out / "memory").resolve()),
+        output_path=str(memory_dir(out).resolve()),
     )
     stage_times: dict[str, float] = {}
     state = {"stage": "", "t": time.monotonic(), "printed": 0.0}

@@ -3,13 +3,15 @@
 Starts the same nodes with the same YAML (config/m3_params.yaml, overlaid with
 config/robots/<robot>.yaml for ``--robot``) as separate processes
 (``python -m m3_ros.<node> --ros-args --params-file ...``), restarts a node that crashes (with
-back-off; the others keep running, like launch's ``respawn``), and stops them all on Ctrl-C or
-SIGTERM.
+back-off that starts over once a node has run ``--healthy-after`` seconds; the others keep
+running and are watched while one waits, like launch's ``respawn``), and stops them all on
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import subprocess
 import sys
@@ -17,6 +19,21 @@ import time
 from pathlib import Path
 
 from m3_ros.nodes import NODES
+
+FIRST_DELAY_S = 1.0  # restart delay after a crash of a node that had been healthy
+MAX_DELAY_S = 30.0
+
+
+def restart_delay(crashes: int) -> float:
+    """Seconds before restarting a node after its ``crashes``-th crash in a row (>= 1):
+    1, 2, 4, ... doubling up to 30 s."""
+    return min(MAX_DELAY_S, FIRST_DELAY_S * 2.0 ** min(max(crashes, 1) - 1, 10))
+
+
+def crashes_in_a_row(previous: int, ran_for_s: float, healthy_after_s: float) -> int:
+    """The crash count after a node that ran ``ran_for_s`` seconds exits: a run of at least
+    ``healthy_after_s`` seconds was healthy, so the count (and the delay) starts over at 1."""
+    return 1 if ran_for_s >= healthy_after_s else previous + 1
 
 
 def default_params_file() -> str:
@@ -46,6 +63,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--use-sim-time", action="store_true", help="use /clock")
     p.add_argument("--nodes", default=",".join(NODES), help=f"comma list of {', '.join(NODES)}")
     p.add_argument("--no-respawn", action="store_true", help="do not restart crashed nodes")
+    p.add_argument(
+        "--healthy-after",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="a node that ran this many seconds restarts after the first delay again (30)",
+    )
     return p.parse_args(argv)
 
 
@@ -73,12 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         what = f"no params file {args.params_file}"
     elif args.robot and args.robot not in robots:
         what = f"unknown robot {args.robot!r}: known robots are {', '.join(robots)}"
+    elif not math.isfinite(args.healthy_after) or args.healthy_after < 0:
+        what = f"--healthy-after must be a finite number of seconds >= 0, got {args.healthy_after}"
     if what:
         print(f"m3-bringup: error: {what}", file=sys.stderr)
         return 2
     args.robot_file = robots[args.robot] if args.robot else None
     procs = {n: subprocess.Popen(node_command(n, args)) for n in names}
-    restarts = {n: 0 for n in names}
+    started = {n: time.monotonic() for n in names}
+    crashes = {n: 0 for n in names}
+    due: dict[str, float] = {}  # node -> when to start it again
     stopping = False
 
     def stop(signum, frame):
@@ -90,20 +118,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"m3-bringup: started {', '.join(names)} (Ctrl-C stops)", flush=True)
     while not stopping:
         time.sleep(0.2)
+        now = time.monotonic()
         for n, proc in list(procs.items()):
             code = proc.poll()
             if code is None or stopping:
                 continue
+            del procs[n]
             if args.no_respawn:
                 print(f"m3-bringup: {n} exited with {code}", file=sys.stderr, flush=True)
-                del procs[n]
                 continue
-            restarts[n] += 1
-            delay = min(30.0, 0.5 * 2 ** min(restarts[n], 6))
-            print(f"m3-bringup: {n} exited ({code}); restart in {delay:.1f}s", file=sys.stderr)
-            time.sleep(delay)
-            procs[n] = subprocess.Popen(node_command(n, args))
-        if not procs:
+            crashes[n] = crashes_in_a_row(crashes[n], now - started[n], args.healthy_after)
+            delay = restart_delay(crashes[n])
+            due[n] = now + delay
+            print(
+                f"m3-bringup: {n} exited ({code}) after {now - started[n]:.1f}s; "
+                f"restart in {delay:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+        for n, when in list(due.items()):
+            if now >= when and not stopping:
+                del due[n]
+                procs[n] = subprocess.Popen(node_command(n, args))
+                started[n] = time.monotonic()
+        if not procs and not due:
             return 1
     for proc in procs.values():
         proc.send_signal(signal.SIGINT)

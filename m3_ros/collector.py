@@ -9,8 +9,9 @@ motion and blur gates) are undistorted to pinhole with their CameraInfo (plumb_b
 rational_polynomial, equidistant; ``image_rectified`` for image_rect topics), written
 atomically to ``output_dir/recording_id`` (reopening resumes) and streamed on ``~/keyframes``
 (``m3_ros.keyframe_io``). ``~/start_training`` (std_srvs/Trigger) sends a TrainMemory goal
-once enough keyframes exist. ``~/status`` (CollectorStatus, latched) counts images received,
-paired, rejected and keyframes written.
+once enough keyframes exist, and re-sends it if it is lost (``m3_ros.train_request``).
+``~/status`` (CollectorStatus, latched) counts images received, paired, rejected and keyframes
+written, and says what became of the training request.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from m3_ros.action import TrainMemory
 from m3_ros.camera_inputs import CameraInputs
 from m3_ros.keyframe_io import KeyframeJob, KeyframeSink, check_frame, choose_recording, rectify
 from m3_ros.msg import CollectorStatus, Keyframe
-from m3_ros.node_utils import latched_qos, run_node
-from m3_ros.train_goal import TrainingRequester
+from m3_ros.node_utils import declare_params, latched_qos, run_node
+from m3_ros.train_request import RequestPolicy, TrainingRequester
+from m3_ros.trust import check_id
 
 PARAMS = {
     "image_topic": "/camera/image_raw",
@@ -62,6 +64,10 @@ PARAMS = {
     "keyframe_history": 300,  # keyframes kept for late-joining trainers (transient local)
     "min_keyframes": 10,
     "trainer_action": "/trainer/train_memory",
+    "goal_timeout_s": 10.0,  # training request: the trainer must accept or reject within this
+    "progress_timeout_s": 900.0,  # ... and send feedback or a result within this, else re-sent
+    "training_retries": 3,  # re-sends of a lost / unanswered / rejected goal
+    "retry_delay_s": 5.0,
     "shared_filesystem": True,  # send dataset_path too (trainer on this host)
     "incremental": True,  # later trainings grow the recording's memory with new keyframes
     "status_period": 0.5,  # seconds between ~/status updates (CollectorStatus, when changed)
@@ -71,14 +77,14 @@ PARAMS = {
 class Collector(Node):
     def __init__(self) -> None:
         super().__init__("collector")
-        for name, default in PARAMS.items():
-            self.declare_parameter(name, default)
+        declare_params(self, PARAMS, read_only=("output_dir", "recording_id"))
         p = self.p
         if not p("status_period") > 0:
             raise InvalidInputError(f"status_period must be > 0 s: {p('status_period')}")
         self.inputs = CameraInputs(self, p, self.on_frame)  # bad parameters fail before disk
         out = Path(p("output_dir")).expanduser()
-        self.recording_id = choose_recording(out, p("recording_id"), p("resume_window_s"))
+        rec = check_id(p("recording_id"), "recording_id") if p("recording_id") else ""
+        self.recording_id = choose_recording(out, rec, p("resume_window_s"))
         self.rectifiers = RectifierCache()  # distorted lenses -> pinhole keyframes
         self.selector = KeyframeSelector(
             KeyframePolicy(p("min_translation"), p("min_rotation_deg"), p("blur_ratio"))
@@ -91,7 +97,10 @@ class Collector(Node):
             pub.publish if p("stream_keyframes") else None,
             p("queue_size"),
         )
-        self.trainer = TrainingRequester(self, p("trainer_action"))
+        policy = RequestPolicy(
+            p("goal_timeout_s"), p("progress_timeout_s"), p("training_retries"), p("retry_delay_s")
+        )
+        self.trainer = TrainingRequester(self, p("trainer_action"), policy)
         self.create_service(Trigger, "~/start_training", self.on_start_training)
         self.status_pub = self.create_publisher(CollectorStatus, "~/status", latched_qos(1))
         self.last_counts: dict | None = None
@@ -120,7 +129,7 @@ class Collector(Node):
             self.sink.put(job)
 
     def publish_status(self) -> None:
-        counts = {**self.inputs.counts(), **self.sink.counts()}
+        counts = {**self.inputs.counts(), **self.sink.counts(), **self.trainer.status()}
         if counts == self.last_counts:
             return
         lost = counts["frames_unpaired"] - (self.last_counts or {}).get("frames_unpaired", 0)
@@ -136,7 +145,8 @@ class Collector(Node):
         self.status_pub.publish(msg)
 
     def destroy_node(self) -> None:
-        self.sink.close()
+        if hasattr(self, "sink"):  # absent when a bad parameter stopped __init__
+            self.sink.close()
         super().destroy_node()
 
     def on_start_training(self, req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:

@@ -8,6 +8,8 @@ poses become 4x4 float64 torch tensors; every malformed message raises
 
 from __future__ import annotations
 
+import array
+
 import numpy as np
 import torch
 from geometry_msgs.msg import Point, Pose, PoseStamped, Transform
@@ -169,13 +171,15 @@ def feature_map_msg(arr: np.ndarray) -> Float32MultiArray:
         MultiArrayDimension(label="width", size=w, stride=w * c),
         MultiArrayDimension(label="channels", size=c, stride=c),
     ]
-    msg.data = np.ascontiguousarray(arr, dtype=np.float32).reshape(-1).tolist()
+    data = array.array("f")  # the sequence's own type: no per-element Python floats
+    data.frombytes(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    msg.data = data
     return msg
 
 
 def feature_map_from_msg(msg: Float32MultiArray) -> np.ndarray:
     dims = [d.size for d in msg.layout.dim]
-    return np.asarray(msg.data, dtype=np.float32).reshape(dims)
+    return np.frombuffer(msg.data, dtype=np.float32).reshape(dims)
 
 
 def cloud_msg(points: np.ndarray, frame_id: str, stamp=None, rgb: np.ndarray | None = None):
@@ -246,3 +250,50 @@ def rgb_to_compressed(rgb: np.ndarray, fmt: str = "png", quality: int = 90) -> C
     if not ok:
         raise InvalidInputError(f"cannot encode image as {fmt}")
     return CompressedImage(format=fmt, data=buf.tobytes())
+
+
+def occupancy_grid_msg(grid, frame_id: str, stamp=None):
+    """m3_core.navigation.GroundGrid -> nav_msgs/OccupancyGrid (row-major from cell [0, 0] at
+    ``origin``, 100 occupied, 0 free, -1 unknown; the grid lies at the floor height)."""
+    from nav_msgs.msg import OccupancyGrid
+
+    msg = OccupancyGrid()
+    msg.header.frame_id = frame_id
+    if stamp is not None:
+        msg.header.stamp = stamp
+        msg.info.map_load_time = stamp
+    height, width = grid.cells.shape
+    msg.info.resolution, msg.info.width, msg.info.height = float(grid.resolution), width, height
+    o = msg.info.origin
+    o.position.x, o.position.y, o.position.z = grid.origin[0], grid.origin[1], grid.floor_z
+    o.orientation.w = 1.0
+    data = array.array("b")
+    data.frombytes(np.ascontiguousarray(grid.cells, dtype=np.int8).tobytes())
+    msg.data = data
+    return msg
+
+
+def occupied_xy_from_msg(msg, threshold: int = 65) -> np.ndarray:
+    """Centres [M, 2] of the cells of a nav_msgs/OccupancyGrid at least ``threshold`` occupied
+    (axis-aligned grids only: a rotated origin is refused)."""
+    return grid_cells_from_msg(msg, threshold)[0]
+
+
+def grid_cells_from_msg(msg, threshold: int = 65) -> tuple[np.ndarray, np.ndarray]:
+    """(occupied [M, 2], free [K, 2]) cell centres of a nav_msgs/OccupancyGrid: occupied at
+    least ``threshold``, free 0..``threshold``-1 (unknown -1 in neither)."""
+    info = msg.info
+    q = info.origin.orientation
+    if abs(q.x) + abs(q.y) + abs(q.z) > 1e-6:
+        raise InvalidInputError("occupancy grid with a rotated origin is not supported")
+    if not info.resolution > 0 or len(msg.data) != info.width * info.height:
+        raise InvalidInputError("occupancy grid data does not match its size")
+    cells = np.frombuffer(msg.data, dtype=np.int8).reshape(info.height, info.width)
+
+    def centres(mask):
+        rows, cols = np.nonzero(mask)
+        x = info.origin.position.x + (cols + 0.5) * info.resolution
+        y = info.origin.position.y + (rows + 0.5) * info.resolution
+        return np.stack([x, y], axis=1).astype(np.float64)
+
+    return centres(cells >= threshold), centres((cells >= 0) & (cells < threshold))

@@ -10,7 +10,6 @@ host) writes streamed keyframes into ``recordings_dir/<recording_id>``; a re-sen
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -26,8 +25,7 @@ from m3_core.errors import InvalidInputError, M3Error
 from m3_core.types import Camera
 from m3_ros import convert
 from m3_ros.msg import Keyframe
-
-RECORDING_ID = re.compile(r"[A-Za-z0-9_.-]+")
+from m3_ros.trust import check_id
 
 
 def choose_recording(output_dir: Path, recording_id: str, resume_window_s: float) -> str:
@@ -183,8 +181,7 @@ class KeyframeReceiver:
 
     def on_keyframe(self, msg: Keyframe) -> None:
         try:
-            if not RECORDING_ID.fullmatch(msg.recording_id) or msg.recording_id in {".", ".."}:
-                raise InvalidInputError(f"bad recording_id {msg.recording_id!r}")
+            check_id(msg.recording_id, "recording_id")
             writer = self.writers.get(msg.recording_id)
             if writer is None:
                 writer = self.writers[msg.recording_id] = TransformsWriter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from visualization_msgs.msg import Marker, MarkerArray
 
 PALETTE = [(0.95, 0.3, 0.2), (0.2, 0.7, 0.95), (0.3, 0.85, 0.35), (0.95, 0.8, 0.2)]
@@ -32,4 +33,15 @@ def grounded_markers(objects, frame_id: str, stamp, ns: str = "m3_grounding") ->
         text.color.r = text.color.g = text.color.b = text.color.a = 1.0
         text.text = f"{obj.label} {obj.score:.2f}"
         out.markers.extend([box, text])
+    return out
+
+
+def object_scores(objects, predictor) -> torch.Tensor:  # [N]
+    """Per-Gaussian values for the relevancy-coloured cloud: each grounded object's score on
+    its own Gaussians, 0 elsewhere (from the answer itself: no second relevancy pass)."""
+    means = predictor.memory.gaussians["means"]
+    out = torch.zeros(means.shape[0], device=means.device)
+    for obj in reversed(objects):  # the best object wins where two overlap
+        idx = torch.as_tensor(np.asarray(getattr(obj, "indices", [])), dtype=torch.long)
+        out[idx.to(means.device)] = float(obj.score)
     return out

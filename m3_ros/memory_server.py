@@ -1,173 +1,193 @@
 """Memory server: a lifecycle node answering QueryText / GroundObject / RenderFeatureAt.
 
-configure loads the memory (and the text encoders) into a ``MemoryPredictor``; cleanup frees
-them; queries are refused unless the node is active. Renders run in their own callback group
-on a MultiThreadedExecutor, so a long render never blocks the other services (the
-predictor is read-only and thread-safe; loading swaps it in one assignment). Grounded
-objects are published as rviz markers; the Gaussians as a PointCloud2, both in the memory's
-world frame (the frame it was recorded in, unless ``world_frame`` is set). New
-memories arrive from the trainer on ``memory_topic`` (any host; ``m3_ros.memory_delivery``)
-or by path through ``~/load_memory``; the answers themselves are in ``m3_ros.memory_services``.
+Nav2 pattern (map_server): on_configure resolves the settings once, creates the services and
+publishers and loads ``memory_path``; on_activate publishes the Gaussians and starts taking
+memories from the trainer (``m3_ros.memory_delivery``); on_deactivate stops that; on_cleanup
+and on_shutdown free everything. Every callback checks the state: only an active server
+answers, and an unconfigured or finalized one has no services at all. ``autostart`` drives
+configure + activate (else a lifecycle manager does). Fast queries run in a reentrant group,
+renders in their own mutually exclusive group, loads in another, so a render never blocks a
+GroundObject. Answers (``m3_ros.memory_services``) and markers / cloud are in the memory's
+world frame. Limits and trusted folders are read-only parameters.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from nav_msgs.msg import OccupancyGrid
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup as Exclusive
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from m3_core.errors import InvalidInputError, M3Error
 from m3_ros import convert, markers
 from m3_ros import memory_services as answers
-from m3_ros.memory_delivery import MemoryInbox
-from m3_ros.node_utils import guarded_service, run_node
+from m3_ros.lifecycle_utils import Interfaces, lifecycle_state, require_active
+from m3_ros.memory_delivery import MemoryInbox, load_served
+from m3_ros.node_utils import declare_params, guarded_service, run_node
 from m3_ros.srv import GroundObject, LoadMemory, QueryText, RenderFeatureAt
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 PARAMS = {
     "memory_path": "",  # memory folder (memory.json + memory.safetensors)
     "device": "auto",
     "default_feature": "",  # empty: the first feature that can embed text
     "weights_dir": "",  # local model weights for text encoders (never downloaded)
-    "world_frame": "",  # empty: the frame the memory was recorded in (else "map")
+    "world_frame": "",  # empty: the frame the memory was recorded in (set: must agree)
     "min_score": 0.0,  # 0: m3_core's default grounding threshold
-    "max_results": 5,
-    "max_render_pixels": 1280 * 960,
-    "cloud_max_points": 50_000,
-    "cloud_color": "rgb",  # rgb | relevancy (recoloured after each GroundObject)
+    "max_results": 5,  # also the most a request may ask for
+    "max_render_pixels": 1280 * 960,  # read-only limits: no peer can raise them
+    "max_render_bytes": 64_000_000,  # one RenderFeatureAt answer (rgb + depth + feature maps)
+    "request_time_budget_s": 10.0,  # a render stops (success=false) past this
+    "cloud_max_points": 50_000,  # also the most points a QueryText may ask for
+    "occupancy_resolution": 0.1,  # ~/occupancy: cells with opaque Gaussians between these
+    "occupancy_min_height": 0.1,  # heights above the floor are occupied (the nav bridge
+    "occupancy_max_height": 1.5,  # keeps goals off them and on seen floor)
+    "occupancy_min_points": 2,  # Gaussians a cell needs to be occupied (floaters are single)
+    "cloud_color": "rgb",  # rgb | relevancy (the last grounded objects' Gaussians by score)
     "autostart": True,  # configure + activate at start-up (no lifecycle manager needed)
     "memory_topic": "/trainer/memory",  # memories announced by the trainer; empty: ignore
+    "accept_memories_from": [""],  # node names allowed to announce memories; [""]: any
     "memories_dir": "received_memories",  # where memories from other hosts are unpacked
+    "load_roots": ["memories"],  # LoadMemory / in-place loads only from these (+ memories_dir)
     "shared_filesystem": True,  # load the trainer's folder in place when visible here
+    "executor_threads": 6,
 }
+READ_ONLY = (
+    *("max_results", "max_render_pixels", "max_render_bytes", "request_time_budget_s"),
+    *("cloud_max_points", "accept_memories_from", "memories_dir", "load_roots"),
+    "executor_threads",
+)
 
 
 class MemoryServer(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("memory_server")
-        for name, default in PARAMS.items():
-            self.declare_parameter(name, default)
-        self.predictor = None
-        self.active = self.held = False  # held: deactivated on request (lifecycle manager)
-        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.marker_pub = self.create_publisher(MarkerArray, "~/grounded_markers", latched)
-        self.cloud_pub = self.create_publisher(PointCloud2, "~/gaussians", latched)
-        queries = MutuallyExclusiveCallbackGroup()  # renders get their own group
-        for srv, name, handler, group in (
-            (QueryText, "~/query_text", self.on_query, queries),
-            (GroundObject, "~/ground_object", self.on_ground, queries),
-            (RenderFeatureAt, "~/render_feature_at", self.on_render, None),
-            (LoadMemory, "~/load_memory", self.on_load, None),
-        ):
-            group = group or MutuallyExclusiveCallbackGroup()
-            self.create_service(srv, name, handler, callback_group=group)
-        if self.p("memory_topic"):
-            self.inbox = MemoryInbox(
-                self,
-                self.p("memory_topic"),
-                self.p("memories_dir"),
-                self._load,
-                shared_filesystem=self.p("shared_filesystem"),
-            )
-        if self.p("autostart"):
-            self.trigger_configure()
-            if self.predictor is not None:
-                self.trigger_activate()
+        declare_params(self, PARAMS, READ_ONLY)
+        self.settings: answers.ServeSettings | None = None
+        self.served: answers.Served | None = None  # swapped in one assignment
+        self.iface: Interfaces | None = None
+        self.inbox: MemoryInbox | None = None
+        self.executor_threads = self.p("executor_threads")  # read by run_node
+        if self.p("autostart") and self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
 
     def p(self, name: str):
         return self.get_parameter(name).value
 
     # -- lifecycle --------------------------------------------------------------------------
-    def _load(self, path: str) -> None:
-        from m3_core.query import MemoryPredictor
-
-        predictor = MemoryPredictor.load(
-            path, device=self.p("device"), weights_dir=self.p("weights_dir") or None
-        )
-        self.predictor = predictor  # one reference swap: in-flight requests keep the old one
-        self._publish_cloud(predictor)
-        n = predictor.memory.num_gaussians
-        self.get_logger().info(f"loaded memory {path}: {n} Gaussians in {self.frame(predictor)}")
-        if self.p("autostart") and not self.held:
-            self.active = True  # a memory arriving later activates an autostarted server
-
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        path = self.p("memory_path")
-        if not path:
-            self.get_logger().warning("no memory_path: waiting for the trainer or ~/load_memory")
-            return TransitionCallbackReturn.SUCCESS
+        fast, self.loads = ReentrantCallbackGroup(), Exclusive()
         try:
-            self._load(path)
+            self.settings = answers.ServeSettings.from_params(self.p)
+            self.iface = Interfaces(
+                self,
+                [
+                    (QueryText, "~/query_text", self.on_query, fast),
+                    (GroundObject, "~/ground_object", self.on_ground, fast),
+                    # up to max_render_bytes each: few queued (one render runs at a time)
+                    (RenderFeatureAt, "~/render_feature_at", self.on_render, Exclusive(), 8),
+                    (LoadMemory, "~/load_memory", self.on_load, self.loads),
+                ],
+                {
+                    "markers": (MarkerArray, "~/grounded_markers"),
+                    "cloud": (PointCloud2, "~/gaussians"),
+                    "grid": (OccupancyGrid, "~/occupancy"),
+                },
+            )
+            if self.p("memory_path"):  # a local parameter: trusted, any folder
+                self._load(self.p("memory_path"), roots=[])
+            else:
+                self.get_logger().warning("no memory_path: waiting for the trainer or LoadMemory")
         except M3Error as exc:
-            self.get_logger().error(f"cannot load memory: {exc}")
-            return TransitionCallbackReturn.FAILURE
-        return TransitionCallbackReturn.SUCCESS
+            self.get_logger().error(f"configure failed: {exc}")
+            self._free()
+            return FAILURE
+        return SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        self.active, self.held = True, False
-        return super().on_activate(state)
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        if self.served is not None:
+            self._publish_memory(self.served)
+        if self.p("memory_topic"):
+            self.inbox = MemoryInbox(self, self.p("memory_topic"), self._load, self.loads)
+        return result
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self.active, self.held = False, True
+        self._free(keep_interfaces=True)
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self.predictor = None
-        return TransitionCallbackReturn.SUCCESS
+    def _release(self, state: State) -> TransitionCallbackReturn:
+        self._free()  # cleanup, shutdown, error: back to nothing answering
+        return SUCCESS
 
-    def ready(self):
-        if self.predictor is None:
+    on_cleanup = on_shutdown = on_error = _release
+
+    def _free(self, keep_interfaces: bool = False) -> None:
+        if self.inbox is not None:
+            self.inbox, inbox = None, self.inbox
+            inbox.destroy()
+        if not keep_interfaces:
+            if self.iface is not None:
+                self.iface.free()
+            self.iface, self.served, self.settings = None, None, None
+
+    # -- memories ---------------------------------------------------------------------------
+    def _load(self, path: str, roots: list[str] | None = None) -> answers.Served:
+        roots = [self.p("memories_dir"), *self.p("load_roots")] if roots is None else roots
+        served = load_served(path, self.p, roots)  # refused outside roots (unless trusted)
+        self.served = served  # in-flight requests keep the memory they started with
+        if lifecycle_state(self) == "active":
+            self._publish_memory(served)
+        n = served.predictor.memory.num_gaussians
+        self.get_logger().info(f"loaded memory {served.path}: {n} Gaussians in {served.frame}")
+        return served
+
+    def _publish_memory(self, served: answers.Served, relevancy=None) -> None:
+        pts, rgb = served.predictor.gaussian_cloud(self.settings.cloud_max_points, relevancy)
+        stamp = self.get_clock().now().to_msg()
+        self.iface.publish("cloud", convert.cloud_msg(pts, served.frame, stamp, rgb))
+        if served.grid is not None and relevancy is None:  # once per memory (latched)
+            self.iface.publish(
+                "grid", convert.occupancy_grid_msg(served.grid, served.frame, stamp)
+            )
+
+    def ready(self) -> tuple[answers.Served, answers.ServeSettings]:
+        require_active(self)
+        served, settings = self.served, self.settings
+        if served is None or settings is None:
             raise InvalidInputError("no memory loaded: set memory_path or call ~/load_memory")
-        if not self.active:
-            raise InvalidInputError("memory server is not active (lifecycle state)")
-        return self.predictor
+        return served, settings
 
     # -- services ---------------------------------------------------------------------------
-    def settings(self, pred) -> answers.ServeSettings:
-        names = [f.name for f in dataclasses.fields(answers.ServeSettings)]
-        s = answers.ServeSettings(**{n: self.p(n) for n in names})
-        s.world_frame = self.frame(pred)
-        return s
-
-    def frame(self, pred) -> str:
-        """The world frame of answers: the parameter, else the memory's recorded one."""
-        return self.p("world_frame") or pred.memory.extra.get("world_frame") or "map"
-
     @guarded_service
     def on_load(self, req: LoadMemory.Request, res: LoadMemory.Response):
-        self._load(req.path)
-        res.success, res.num_gaussians = True, self.predictor.memory.num_gaussians
-        res.message = f"loaded {req.path}"
+        require_active(self)
+        served = self._load(req.path)
+        res.success, res.num_gaussians = True, served.predictor.memory.num_gaussians
+        res.message = f"loaded {served.path}"
         return res
 
     @guarded_service
     def on_ground(self, req: GroundObject.Request, res: GroundObject.Response):
-        pred = self.ready()
-        s, stamp = self.settings(pred), self.get_clock().now().to_msg()
-        res, objects = answers.ground(pred, req, res, s, stamp)
-        self.marker_pub.publish(markers.grounded_markers(objects, s.world_frame, stamp))
-        if self.p("cloud_color") == "relevancy":
-            feature = req.feature or s.default_feature or None
-            self._publish_cloud(pred, pred.relevancy(req.text, feature))
+        (served, s), stamp = self.ready(), self.get_clock().now().to_msg()
+        res, objects = answers.ground(served, req, res, s, stamp)
+        self.iface.publish("markers", markers.grounded_markers(objects, served.frame, stamp))
+        if s.cloud_color == "relevancy":  # the answer's Gaussians: no second relevancy pass
+            self._publish_memory(served, markers.object_scores(objects, served.predictor))
         return res
 
     @guarded_service
     def on_query(self, req: QueryText.Request, res: QueryText.Response):
-        pred = self.ready()
-        return answers.query(pred, req, res, self.settings(pred))
+        served, s = self.ready()
+        return answers.query(served, req, res, s)
 
     @guarded_service
     def on_render(self, req: RenderFeatureAt.Request, res: RenderFeatureAt.Response):
-        pred = self.ready()
-        return answers.render(pred, req, res, self.settings(pred))
-
-    def _publish_cloud(self, pred, relevancy=None) -> None:
-        pts, rgb = pred.gaussian_cloud(self.p("cloud_max_points"), relevancy)
-        stamp = self.get_clock().now().to_msg()
-        self.cloud_pub.publish(convert.cloud_msg(pts, self.frame(pred), stamp, rgb))
+        (served, s), stamp = self.ready(), self.get_clock().now().to_msg()
+        return answers.render(served, req, res, s, stamp)
 
 
 def main(args: list[str] | None = None) -> int:

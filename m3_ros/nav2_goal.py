@@ -2,7 +2,9 @@
 
 Used when ``nav2_msgs`` is importable (a ROS 2 install with Nav2) and the action server is up;
 otherwise the bridge publishes a ``PoseStamped`` instead. A newer goal supersedes the previous
-one (Nav2 preempts it); outcomes go to ``report`` (the bridge's ``~/status``).
+one (Nav2 preempts it); outcomes go to ``report`` (the bridge's ``~/status``), and so does
+each change in the server's availability (checked every second), so an operator sees which
+way the next goal will go.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from action_msgs.msg import GoalStatus
 
 class Nav2Goals:
     def __init__(self, node, action_name: str, group, report: Callable[[str], None]) -> None:
-        self.report, self.client = report, None
+        self.report, self.client, self.action_name = report, None, action_name
+        self.was_ready = False
         try:
             from nav2_msgs.action import NavigateToPose
             from rclpy.action import ActionClient
@@ -22,6 +25,14 @@ class Nav2Goals:
             return
         self.goal_type = NavigateToPose.Goal
         self.client = ActionClient(node, NavigateToPose, action_name, callback_group=group)
+        node.create_timer(1.0, self._watch, callback_group=group)
+
+    def _watch(self) -> None:
+        now = self.ready()
+        if now != self.was_ready:
+            self.was_ready = now
+            state = "available" if now else "gone; goals go to the goal topic"
+            self.report(f"Nav2 {self.action_name} is {state}")
 
     def ready(self) -> bool:
         return self.client is not None and self.client.server_is_ready()

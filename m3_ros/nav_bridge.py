@@ -6,17 +6,20 @@ GroundObject (waiting at most ``ground_timeout`` seconds), takes the best object
 stand-off goal facing it (``m3_core.navigation``), and sends it as a Nav2 ``NavigateToPose``
 goal when that action server exists (nav2_msgs importable; ``m3_ros.nav2_goal`` reports
 the outcome), else publishes ``geometry_msgs/PoseStamped`` on ``goal_topic``. A
-``m3_ros/GroundedObject`` on ``~/target`` skips the grounding call. Outcomes are reported on
-``~/status``.
+``m3_ros/GroundedObject`` on ``~/target`` skips the grounding call. The goal keeps off the
+ground the memory says is occupied (the memory server's ``~/occupancy`` grid) and is never
+behind a wall from the object; the robot's side is taken from odometry, transformed into the
+object's frame with tf2 when it is in another frame (``m3_ros.nav_inputs``). Outcomes are
+reported on ``~/status``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
-from nav_msgs.msg import Odometry
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -25,7 +28,8 @@ from m3_core.errors import M3Error
 from m3_core.navigation import command_target, standoff_goal
 from m3_ros.msg import GroundedObject
 from m3_ros.nav2_goal import Nav2Goals
-from m3_ros.node_utils import guarded_callback, run_node
+from m3_ros.nav_inputs import NavInputs
+from m3_ros.node_utils import CLIENT_DEPTH, guarded_callback, run_node, service_qos
 from m3_ros.srv import GroundObject
 
 PARAMS = {
@@ -33,11 +37,14 @@ PARAMS = {
     "goal_topic": "/goal_pose",
     "nav2_action": "navigate_to_pose",  # used when nav2_msgs is importable and the server is up
     "odom_topic": "/odom",  # robot position, to approach from its side
+    "occupancy_topic": "/memory_server/occupancy",  # occupied ground; empty: none
+    "robot_radius": 0.3,  # a goal keeps this far from occupied ground
     "goal_frame": "",  # empty: the grounded object's frame (the memory's world frame)
     "standoff_distance": 0.8,
     "feature": "",
     "min_score": 0.0,
-    "ground_timeout": 15.0,  # seconds to wait for the memory server's answer
+    "ground_timeout": 15.0,  # seconds to wait for the memory server's answer, in all
+    "ground_retry_s": 3.0,  # a reply lost on the way (DDS under load): ask again after this
 }
 
 
@@ -47,9 +54,11 @@ class NavBridge(Node):
         for name, default in PARAMS.items():
             self.declare_parameter(name, default)
         group = ReentrantCallbackGroup()
-        self.robot_xy = None
         self.client = self.create_client(
-            GroundObject, self.p("ground_service"), callback_group=group
+            GroundObject,
+            self.p("ground_service"),
+            callback_group=group,
+            qos_profile=service_qos(CLIENT_DEPTH),  # no reply lost behind other clients'
         )
         self.goal_pub = self.create_publisher(PoseStamped, self.p("goal_topic"), 10)
         self.status_pub = self.create_publisher(String, "~/status", 10)
@@ -63,9 +72,7 @@ class NavBridge(Node):
             10,
             callback_group=group,
         )
-        self.create_subscription(
-            Odometry, self.p("odom_topic"), guarded_callback(self, self.on_odom), 10
-        )
+        self.inputs = NavInputs(self, self.p("odom_topic"), self.p("occupancy_topic"), group)
         self.nav2 = Nav2Goals(self, self.p("nav2_action"), group, self.status)
 
     def p(self, name: str):
@@ -74,11 +81,6 @@ class NavBridge(Node):
     def status(self, text: str) -> None:
         self.get_logger().info(text)
         self.status_pub.publish(String(data=text))
-
-    def on_odom(self, msg: Odometry) -> None:
-        p = msg.pose.pose.position
-        if np.isfinite([p.x, p.y]).all():
-            self.robot_xy = (msg.header.frame_id, (p.x, p.y))
 
     def on_command(self, msg: String) -> None:
         if not msg.data.strip():
@@ -89,17 +91,26 @@ class NavBridge(Node):
         req = GroundObject.Request(
             text=text, feature=self.p("feature"), min_score=self.p("min_score"), max_results=1
         )
-        future, done = self.client.call_async(req), threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(self.p("ground_timeout")):  # the reentrant group serves the reply
-            self.client.remove_pending_request(future)
+        res = self.ground(req)
+        if res is None:
             return self.status(f"grounding {text!r}: no answer in {self.p('ground_timeout')} s")
-        res = future.result()
         if res is None or not res.success:
             return self.status(f"grounding {text!r} failed: {res.message if res else 'no reply'}")
         if not res.objects:
             return self.status(f"no {text!r} in memory; no goal sent")
         self.on_target(res.objects[0])
+
+    def ground(self, req: GroundObject.Request):
+        """The reply, asking again every ``ground_retry_s`` (GroundObject is safe to repeat)
+        until ``ground_timeout``; None if none came."""
+        deadline = time.monotonic() + self.p("ground_timeout")
+        while (left := deadline - time.monotonic()) > 0:
+            future, done = self.client.call_async(req), threading.Event()
+            future.add_done_callback(lambda _, d=done: d.set())
+            if done.wait(min(left, self.p("ground_retry_s"))):  # the reentrant group serves it
+                return future.result()
+            self.client.remove_pending_request(future)
+        return None
 
     def on_target(self, obj: GroundedObject) -> None:
         frame, want = obj.center.header.frame_id, self.p("goal_frame")
@@ -111,10 +122,16 @@ class NavBridge(Node):
         c, s = obj.center.pose.position, obj.size
         lo = np.array([c.x - s.x / 2, c.y - s.y / 2, c.z - s.z / 2])
         hi = np.array([c.x + s.x / 2, c.y + s.y / 2, c.z + s.z / 2])
-        robot = self.robot_xy  # approach from the robot's side when its odometry is in `frame`
-        xy = robot[1] if robot and robot[0] in ("", frame) else None
+        where = frame or want or "map"
         try:
-            goal = standoff_goal(lo, hi, distance=self.p("standoff_distance"), robot_xy=xy)
+            goal = standoff_goal(
+                lo,
+                hi,
+                distance=self.p("standoff_distance"),
+                robot_xy=self.inputs.robot_xy(where),
+                robot_radius=self.p("robot_radius"),
+                **self.inputs.ground(where),
+            )
         except M3Error as exc:
             return self.status(f"no goal for {obj.label!r}: {exc}")
         pose = PoseStamped()

@@ -1,29 +1,50 @@
 """``TrainMemory`` goals <-> ``m3_core.train``: where the data is, the resolved config, the
-output folder, and progress as action feedback (the trainer node's message side)."""
+output folder, progress as action feedback, and the optional 3DGS PLY beside a finished
+memory (the trainer node's message side; the collector's side is ``m3_ros.train_request``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from m3_core.errors import InvalidInputError
+from m3_core.errors import InvalidInputError, M3Error
 from m3_ros.action import TrainMemory
+from m3_ros.trust import check_id, confine
+
+PRESETS = ("auto", "small", "paper")
 
 
-def resolve_goal(goal: TrainMemory.Goal, p: Callable[[str], object]):
-    """(dataset folder, TrainConfig, output folder) for a goal and the trainer's parameters.
+def resolve_goal(goal: TrainMemory.Goal, p: Callable[[str], object], log=None):
+    """(dataset folder, config, output folder) for a goal and the trainer's parameters. The
+    config is a TrainConfig for the presets "small" / "paper", and for "auto" the overrides
+    that ``train_memory`` sizes to the device and the dataset (``TrainConfig.sized_for``).
 
-    The data is the goal's ``dataset_path`` when it exists on this host, else the streamed
-    ``recordings_dir/<recording_id>``. The default output is ``memories_dir/<recording>``:
-    one memory per recording, so a re-sent goal resumes and an incremental one grows it."""
+    A goal arrives over DDS, so nothing in it is trusted: ``recording_id`` must be a plain
+    ``SAFE_ID``; ``dataset_path`` is used only when it exists inside ``recordings_dir`` or one
+    of ``dataset_roots`` (else the streamed ``recordings_dir/<recording_id>``, or a refusal);
+    ``output_path`` must lie inside ``memories_dir``. The default output is
+    ``memories_dir/<recording>``: one memory per recording, so a re-sent goal resumes and an
+    incremental one grows it."""
     from m3_core.train import FeatureSpec, TrainConfig
 
-    if goal.dataset_path and Path(goal.dataset_path).exists():
-        data = Path(goal.dataset_path)
-    elif goal.recording_id:
-        data = Path(p("recordings_dir")).expanduser() / goal.recording_id
-    else:
-        raise InvalidInputError("goal needs an existing dataset_path or a recording_id")
+    recordings = Path(p("recordings_dir")).expanduser()
+    data_roots = [recordings, *p("dataset_roots")]
+    rec = check_id(goal.recording_id, "recording_id") if goal.recording_id else ""
+    data = None
+    if goal.dataset_path:
+        try:
+            data = confine(goal.dataset_path, data_roots, "dataset_path", inside=True)
+        except InvalidInputError:
+            if not rec:
+                raise
+            if log is not None:
+                log(f"dataset_path {goal.dataset_path!r} is not in a trusted folder: using {rec}")
+        if data is not None and not data.is_dir():
+            data = None
+    if data is None:
+        if not rec:
+            raise InvalidInputError("goal needs an existing dataset_path or a recording_id")
+        data = recordings.resolve() / rec
     names = list(goal.features) or list(p("features"))
     over = {
         "features": [FeatureSpec.parse(n) for n in names],
@@ -33,8 +54,18 @@ def resolve_goal(goal: TrainMemory.Goal, p: Callable[[str], object]):
     iters = goal.iterations or p("iterations")
     if iters:
         over["iterations"] = int(iters)
-    cfg = TrainConfig.small_scene(**over) if p("preset") == "small" else TrainConfig(**over)
-    out = Path(goal.output_path or Path(p("memories_dir")).expanduser() / data.name)
+    preset = p("preset")
+    if preset not in PRESETS:
+        raise InvalidInputError(f"trainer preset must be one of {PRESETS}, got {preset!r}")
+    if preset == "auto":  # overrides, sized once the dataset is loaded (train_memory)
+        cfg: TrainConfig | dict = over
+    else:
+        cfg = TrainConfig.small_scene(**over) if preset == "small" else TrainConfig(**over)
+    memories = Path(p("memories_dir")).expanduser()
+    if goal.output_path:
+        out = confine(goal.output_path, [memories], "output_path", inside=True)
+    else:
+        out = memories.resolve() / check_id(data.name, "dataset folder name")
     return data, cfg, out
 
 
@@ -51,31 +82,20 @@ def feedback_msg(progress) -> TrainMemory.Feedback:
     )
 
 
-class TrainingRequester:
-    """The collector's side: send a goal for a recording when enough keyframes exist, and log
-    the trainer's answer when it comes (the service call returns at once)."""
+PLY_NAME = "gaussians.ply"  # written beside memory.json when the trainer's export_ply is on
 
-    def __init__(self, node, action_name: str) -> None:
-        from rclpy.action import ActionClient
 
-        self.node, self.action_name = node, action_name
-        self.client = ActionClient(node, TrainMemory, action_name)
+def export_ply_beside(
+    memory, out: str | Path, log: Callable[[str], object] | None = None
+) -> Path | None:
+    """Write ``out/gaussians.ply`` (what ``m3 export`` writes: standard 3DGS properties, the
+    world frame in the header); the path, or None after logging why it failed (the memory
+    itself is saved and good, so the goal still succeeds)."""
+    from m3_core.memory.export import write_memory_ply
 
-    def request(self, goal: TrainMemory.Goal, have: int, need: int) -> tuple[bool, str]:
-        """(accepted for sending, message) for ``have`` keyframes of the ``need``ed."""
-        if have < need:
-            return False, f"only {have} keyframes; need {need}"
-        if not self.client.server_is_ready():
-            return False, f"trainer action {self.action_name} is not available"
-        self.client.send_goal_async(goal).add_done_callback(self._on_goal_response)
-        return True, f"training requested on {have} keyframes of {goal.recording_id}"
-
-    def _on_goal_response(self, future) -> None:
-        log = self.node.get_logger()
-        handle = future.result()
-        if handle is None or not handle.accepted:
-            log.warning("the trainer rejected the training goal (busy?)")
-            return
-        handle.get_result_async().add_done_callback(
-            lambda f: log.info(f"training finished: {f.result().result.message}")
-        )
+    try:
+        return write_memory_ply(memory, Path(out) / PLY_NAME)
+    except (M3Error, OSError) as exc:
+        if log is not None:
+            log(f"could not write {Path(out) / PLY_NAME}: {exc}")
+        return None

@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feature", default=None, help="feature to query (default: the first "
                    "that can embed text)")  # fmt: skip
     p.add_argument("--max-results", type=int, default=None, help="at most K objects")
-    p.add_argument("--min-score", type=float, default=None, help="relevancy threshold in [0,1]")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="relevancy threshold in [0, 1] (default: GroundParams, 0.5)")  # fmt: skip
     p.add_argument("--weights", default=None, help="folder of extractor weights (text towers)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -26,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from m3_core.cli.main import shorten
     from m3_core.query import MemoryPredictor
 
     pred = MemoryPredictor.load(args.memory, device=args.device, weights_dir=args.weights)
@@ -42,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=1))
         return 0
+    quoted = shorten(repr(args.text), 120)
     if not objects:
-        print(f"no match for {args.text!r} (feature {feature})")
+        print(f"no match for {quoted} (feature {feature})")
         return 0
-    print(f"{len(objects)} object(s) for {args.text!r} (feature {feature}, world frame, m):")
+    print(f"{len(objects)} object(s) for {quoted} (feature {feature}, world frame, m):")
     for i, o in enumerate(objects):
         c, lo, hi = (", ".join(f"{v:.3f}" for v in a) for a in (o.center, o.bbox_min, o.bbox_max))
         print(f"  {i + 1}. score {o.score:.3f}  centre ({c})  box [{lo}] .. [{hi}]  "

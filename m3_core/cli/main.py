@@ -2,13 +2,17 @@
 
 Each verb lives in ``m3_core/cli/<verb>.py`` and provides ``add_arguments(parser)`` and
 ``run(args) -> int``. Verb modules import lazily so ``m3 --help`` stays fast. Errors the user
-can fix (``M3Error``) print one readable line and exit 2; Ctrl-C exits 130.
+can fix (``M3Error``) and errors of the file system (``OSError``: full disk, permissions) print
+one readable line, shortened when it quotes a long input, and exit 2; Ctrl-C exits 130; a
+reader that closed the output pipe (``m3 info | head``) ends the command quietly with 141, the
+status a shell reports for SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from m3_core.errors import M3Error
@@ -21,7 +25,26 @@ VERBS: dict[str, str] = {
     "extract": "compute foundation-model features for a dataset (precomputed format)",
     "ground": "text -> 3D objects in the memory's world frame",
     "query": "text -> relevancy heatmap at a pose",
+    "export": "write a memory's Gaussians as a standard 3DGS PLY (viewers, converters)",
+    "synth": "generate a synthetic RGB-D room dataset to try the pipeline without a robot",
 }
+MAX_MESSAGE = 400  # characters of an error line; longer ones keep both ends
+SIGPIPE_STATUS = 128 + 13
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line; past ``limit`` characters its middle is replaced by a count."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 3
+    return f"{text[:head]}...[{len(text) - head - tail:,} characters]...{text[-tail:]}"
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{what}: {' -> '.join(map(str, names))}" if names else what
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -35,10 +58,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
             if exc.name != f"m3_core.cli.{verb}":
                 raise
             continue  # verb not built yet
-        p = sub.add_parser(verb, help=help_text, description=help_text)
+        description = getattr(module, "DESCRIPTION", help_text)
+        p = sub.add_parser(verb, help=help_text, description=description)
         module.add_arguments(p)
         modules[verb] = module
     return parser, modules
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,13 +81,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(modules[args.verb].run(args) or 0)
+        code = int(modules[args.verb].run(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return SIGPIPE_STATUS
     except M3Error as exc:
-        print(f"m3 {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
+        message = shorten(str(exc))
+    except OSError as exc:
+        message = shorten(_os_error(exc))
     except KeyboardInterrupt:
         print(f"m3 {args.verb}: interrupted", file=sys.stderr)
         return 130
+    print(f"m3 {args.verb}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -45,24 +45,29 @@ class TrainBar:
 
 @contextmanager
 def stop_on_sigint():
-    """Yield a ``should_stop()`` callable; the first Ctrl-C sets it, a second one aborts."""
+    """Yield a ``should_stop()`` callable; the first Ctrl-C sets it, a second one aborts.
+    SIGTERM (``docker stop``, systemd, torchrun passing on a Ctrl-C to its processes) also
+    sets it, and never aborts: the step finishes and a resumable checkpoint is saved."""
     flag = {"stop": False}
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum, frame):
-        if flag["stop"]:
-            signal.signal(signal.SIGINT, previous)
+        if flag["stop"] and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
             raise KeyboardInterrupt
+        if not flag["stop"]:
+            print(
+                "\n[m3] stopping after this step; saving a resumable checkpoint "
+                "(Ctrl-C again to abort)",
+                file=sys.stderr,
+                flush=True,
+            )
         flag["stop"] = True
-        print(
-            "\n[m3] stopping after this step; saving a resumable checkpoint "
-            "(Ctrl-C again to abort)",
-            file=sys.stderr,
-            flush=True,
-        )
 
-    signal.signal(signal.SIGINT, handler)
+    for sig in previous:
+        signal.signal(sig, handler)
     try:
         yield lambda: flag["stop"]
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from m3_core.cli.render import camera_from_args
+    from m3_core.cli.render import camera_from_args, check_out_file
     from m3_core.errors import InvalidInputError
     from m3_core.io import atomic_write_bytes
     from m3_core.query import MemoryPredictor
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     suffix = args.out.lower().rsplit(".", 1)[-1]
     if suffix not in ("png", "npy"):
         raise InvalidInputError(f"--out must end in .png or .npy, got {args.out!r}")
+    check_out_file(args.out)
     camera = camera_from_args(args)
     if camera.width * camera.height > args.max_pixels:
         raise InvalidInputError(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
+
+from m3_core.io import writable_folder_above
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,12 +38,39 @@ def camera_from_args(args: argparse.Namespace):
         raise InvalidInputError("give --frame and --data, or --pose and --intrinsics")
     try:
         pose = [float(v) for v in args.pose.split()]
-        fx, fy, cx, cy, w, h = (float(v) for v in args.intrinsics.split())
+        values = [float(v) for v in args.intrinsics.split()]
     except ValueError:
         raise InvalidInputError("--pose needs 7 numbers and --intrinsics 6 numbers") from None
     if len(pose) != 7:
         raise InvalidInputError(f"--pose needs 7 numbers (x y z qx qy qz qw), got {len(pose)}")
-    return Camera(fx, fy, cx, cy, int(w), int(h), pose_matrix(pose[:3], pose[3:]).float())
+    if len(values) != 6:
+        raise InvalidInputError(
+            f"--intrinsics needs 6 numbers (fx fy cx cy w h), got {len(values)}"
+        )
+    fx, fy, cx, cy = values[:4]
+    w, h = (image_side(v, name) for v, name in zip(values[4:], ("width", "height")))
+    return Camera(fx, fy, cx, cy, w, h, pose_matrix(pose[:3], pose[3:]).float())
+
+
+def image_side(value: float, name: str) -> int:
+    """A positive whole number of pixels, else InvalidInputError (NaN, inf, 0, 47.5)."""
+    from m3_core.errors import InvalidInputError
+
+    if not (math.isfinite(value) and value == int(value) and value > 0):
+        raise InvalidInputError(
+            f"--intrinsics image {name} must be a whole number > 0, got {value}"
+        )
+    return int(value)
+
+
+def check_out_file(path: str) -> None:
+    """Refuse an output file path that cannot be written, before any work is done."""
+    from m3_core.errors import InvalidInputError
+
+    p = Path(path)
+    if p.is_dir():
+        raise InvalidInputError(f"--out {path} is a folder; give a file name")
+    writable_folder_above(p.parent, f"--out {path}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from m3_core.memory.render import render_memory
     from m3_core.train import resolve_device
 
+    check_out_file(args.out)
     camera = camera_from_args(args)
     if camera.width * camera.height > args.max_pixels:
         raise InvalidInputError(

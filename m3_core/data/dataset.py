@@ -23,6 +23,8 @@ import torch
 from m3_core.data.images import (
     DEPTH_PNG_SCALE,
     check_scaled_size,
+    check_size,
+    depth_size,
     image_size,
     read_depth_file,
     read_image_file,
@@ -183,13 +185,17 @@ def fit_camera(camera: Camera, max_size: tuple[int, int] | None) -> Camera:
 
 
 def check_image_files(frames: list[Frame], *, sizes_known: bool = True) -> None:
-    """Refuse missing/unreadable images and images whose size disagrees with the camera."""
+    """Refuse missing/unreadable images and depth files, and files whose size is not exactly
+    the camera's (the raw lens's for distorted frames): nothing is resized to fit. Run on the
+    frames as read, before :func:`fit_camera`."""
     for f in frames:
-        w, h = image_size(f.image_path)
+        wh = (f.lens.width, f.lens.height) if f.lens is not None else None
+        wh = wh or (f.camera.width, f.camera.height)
+        size = image_size(f.image_path)
         if sizes_known:
-            check_scaled_size((w, h), (f.camera.width, f.camera.height), str(f.image_path))
-        if f.depth_path is not None and not f.depth_path.is_file():
-            raise InvalidInputError(f"depth file not found: {f.depth_path}")
+            check_size(size, wh, str(f.image_path))
+        if f.depth_path is not None:
+            check_size(depth_size(f.depth_path), size, str(f.depth_path))
 
 
 def load_dataset(

@@ -24,6 +24,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +157,7 @@ class FeatureStore:
         try:
             with np.load(p, allow_pickle=False) as z:
                 texts, emb = z["texts"], z["embeddings"]
-        except (KeyError, ValueError, OSError, EOFError) as e:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise InvalidInputError(f"cannot read vocabulary {p}: {e}") from None
         self._check_vocab(texts, emb, str(p))
         return [str(t) for t in texts], torch.from_numpy(emb.astype(np.float32))

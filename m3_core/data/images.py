@@ -90,13 +90,40 @@ def read_depth_file(path: Path, png_scale: float = DEPTH_PNG_SCALE) -> np.ndarra
     return d
 
 
+def depth_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a depth file (16-bit PNG or ``.npy``), reading only its header."""
+    if path.suffix.lower() != ".npy":
+        return image_size(path)
+    if not path.is_file():
+        raise InvalidInputError(f"depth file not found: {path}")
+    try:
+        d = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise InvalidInputError(f"cannot read depth {path}: {e}") from None
+    if not (d.ndim == 2 or (d.ndim == 3 and d.shape[2] == 1)):
+        raise InvalidInputError(f"depth {path} must be a 2D number array, got {d.shape}")
+    return int(d.shape[1]), int(d.shape[0])
+
+
+def check_size(src_wh: tuple[int, int], dst_wh: tuple[int, int], what: str) -> None:
+    """Refuse a file whose size is not exactly the camera's (no resizing)."""
+    if tuple(src_wh) != tuple(dst_wh):
+        (sw, sh), (dw, dh) = src_wh, dst_wh
+        raise InvalidInputError(f"{what} is {sw}x{sh} but the camera is {dw}x{dh}")
+
+
 def check_scaled_size(src_wh: tuple[int, int], dst_wh: tuple[int, int], what: str) -> None:
-    """Refuse a resize that is not a (rounded) uniform downscale of the source size."""
+    """Refuse a resize that is not the downscale ``Camera.scaled`` makes of the source size.
+
+    A camera fitted into a (whole-pixel) maximum size is scaled by ``w / W`` or ``h / H`` with
+    the other side rounded; any other size, e.g. one pixel off the source, is an error.
+    """
     (sw, sh), (dw, dh) = src_wh, dst_wh
     if (sw, sh) == (dw, dh):
         return
-    s = dw / sw
-    if dw > sw or dh > sh or abs(round(sh * s) - dh) > 1:
+    by_width = max(1, round(sh * (dw / sw))) == dh
+    by_height = max(1, round(sw * (dh / sh))) == dw
+    if dw > sw or dh > sh or not (by_width or by_height):
         raise InvalidInputError(
             f"{what} is {sw}x{sh} but the camera expects {dw}x{dh} "
             "(not a uniform downscale: inconsistent sizes)"

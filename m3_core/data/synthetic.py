@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,18 +125,29 @@ def label_vectors(labels: list[str], dim: int, seed: int) -> torch.Tensor:  # [L
 
 
 def label_features(
-    class_map: np.ndarray, vectors: np.ndarray, stride: int, rng: np.random.Generator
+    class_map: np.ndarray,
+    vectors: np.ndarray,
+    stride: int,
+    rng: np.random.Generator,
+    *,
+    pixel_noise: float = FEATURE_NOISE,
+    cell_noise: float = 0.0,
 ) -> np.ndarray:
     """class_map int [H, W] (-1 = none) -> features float32 [ceil(H/s), ceil(W/s), D]: the
     label's vector (0 for none) + noise per pixel, average-pooled over adaptive bins (the
-    bins of ``F.adaptive_avg_pool2d``: cell i spans pixels floor(i H / h) .. ceil((i+1) H / h))."""
+    bins of ``F.adaptive_avg_pool2d``: cell i spans pixels floor(i H / h) .. ceil((i+1) H / h)),
+    then N(0, cell_noise^2) per cell (a real backbone's patch-level variation: pixel noise
+    averages away over a cell)."""
     h, w = class_map.shape
     feat = np.where((class_map >= 0)[..., None], vectors[np.maximum(class_map, 0)], 0.0)
-    feat = feat + FEATURE_NOISE * rng.standard_normal(feat.shape)  # [H, W, D]
+    feat = feat + pixel_noise * rng.standard_normal(feat.shape)  # [H, W, D]
     oh, ow = math.ceil(h / stride), math.ceil(w / stride)
     rows = np.stack([feat[(i * h) // oh : -((-(i + 1) * h) // oh)].mean(0) for i in range(oh)])
     cols = [rows[:, (j * w) // ow : -((-(j + 1) * w) // ow)].mean(1) for j in range(ow)]
-    return np.stack(cols, axis=1).astype(np.float32)  # [oh, ow, D]
+    out = np.stack(cols, axis=1)  # [oh, ow, D]
+    if cell_noise > 0:
+        out = out + cell_noise * rng.standard_normal(out.shape)
+    return out.astype(np.float32)
 
 
 def _check_objects(objects: Sequence[SyntheticObject]) -> None:
@@ -165,8 +176,12 @@ def make_synthetic_scene(
     seed: int = 0,
     feature_dim: int = 16,
     feature_stride: int = 8,
+    feature_noise: float = FEATURE_NOISE,
+    cell_noise: float = 0.0,
+    on_frame: Callable[[int, int], None] | None = None,
 ) -> SceneDataset:
-    """Render and write a synthetic dataset (see module doc) and return it, opened."""
+    """Render and write a synthetic dataset (see module doc) and return it, opened.
+    ``on_frame(done, total)`` is called after each frame is written (progress bars)."""
     out = Path(out_dir)
     if (out / "transforms.json").exists():
         raise InvalidInputError(f"{out} already holds a dataset; pick an empty folder")
@@ -174,6 +189,8 @@ def make_synthetic_scene(
     _check_objects(objects)
     if num_frames < 1 or width < 8 or height < 8 or feature_dim < 1 or feature_stride < 1:
         raise InvalidInputError("num_frames, feature_dim, stride >= 1 and image >= 8x8 needed")
+    if not (feature_noise >= 0 and cell_noise >= 0):
+        raise InvalidInputError("feature_noise and cell_noise must be >= 0")
     labels = list(SURFACES) + list(dict.fromkeys(o.label for o in objects))
     vectors = label_vectors(labels, feature_dim, seed)  # [L, D]
     # instance id -> label index (-1 for "nothing hit")
@@ -195,10 +212,16 @@ def make_synthetic_scene(
         rgb8 = np.round(rgb * 255).astype(np.uint8)
         writer.add_frame(name, rgb8, cam, depth)
         atomic_write_bytes(out / "instances" / f"{name}.png", encode_png(inst.astype(np.uint16)))
-        store.save(name, label_features(id_to_class[inst], vectors.numpy(), feature_stride, rng))
+        feats = label_features(
+            id_to_class[inst], vectors.numpy(), feature_stride, rng,
+            pixel_noise=feature_noise, cell_noise=cell_noise,
+        )  # fmt: skip
+        store.save(name, feats)
         xyz, col = _backproject(cam, depth, rgb8, stride=max(1, width // 32))
         cloud_xyz.append(xyz)
         cloud_rgb.append(col)
+        if on_frame is not None:
+            on_frame(i + 1, num_frames)
     writer.set_points(np.concatenate(cloud_xyz), np.concatenate(cloud_rgb))
     store.save_vocabulary(labels, vectors)
     store.save_meta(
@@ -206,7 +229,8 @@ def make_synthetic_scene(
             "model": "synthetic-labels",
             "dim": feature_dim,
             "stride": feature_stride,
-            "noise": FEATURE_NOISE,
+            "noise": feature_noise,
+            "cell_noise": cell_noise,
             "labels": labels,
         }
     )

@@ -55,6 +55,16 @@ def _num(d: dict, g: dict, key: str, where: str, default: float | None = None) -
         raise InvalidInputError(f"{where}: camera field {key!r} is not a number: {v!r}") from None
 
 
+def _side(d: dict, g: dict, key: str, where: str) -> int:
+    """Image width or height: a whole number of pixels > 0 (NaN, inf, 47.5, 0 are refused)."""
+    v = _num(d, g, key, where)
+    if not (math.isfinite(v) and v == int(v) and v > 0):
+        raise InvalidInputError(
+            f"{where}: camera field {key!r} must be a whole number > 0, got {v}"
+        )
+    return int(v)
+
+
 def _lens(fr: dict, meta: dict, k: tuple, w: int, h: int, where: str) -> LensModel | None:
     """The raw lens when the frame's images are distorted (OPENCV: k1 k2 p1 p2 [k3];
     OPENCV_FISHEYE: k1..k4; per-frame values override global ones), else None."""
@@ -85,7 +95,7 @@ def _parse_frame(
     if m.shape != (4, 4):
         raise InvalidInputError(f"{where}: transform_matrix must be 4x4, got {tuple(m.shape)}")
     if "w" in fr or "w" in meta:
-        w, h = int(_num(fr, meta, "w", where)), int(_num(fr, meta, "h", where))
+        w, h = _side(fr, meta, "w", where), _side(fr, meta, "h", where)
     else:
         w, h = image_size(image_path)
     if "fl_x" not in fr and "fl_x" not in meta and "camera_angle_x" in meta:  # Blender style
@@ -139,7 +149,7 @@ def parse_frames(meta: dict, base: Path, rectifiers: RectifierCache | None = Non
 
 def read_points_ply(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(xyz [M, 3] float32, rgb [M, 3] float32 in [0, 1] or None) of a PLY point cloud."""
-    from plyfile import PlyData
+    from plyfile import PlyData, PlyParseError
 
     if not path.is_file():
         raise InvalidInputError(f"point cloud not found: {path}")
@@ -150,11 +160,32 @@ def read_points_ply(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         rgb = None
         if {"red", "green", "blue"} <= set(names):
             rgb = np.stack([v["red"], v["green"], v["blue"]], axis=1).astype(np.float32) / 255
-    except (KeyError, ValueError, OSError) as e:
+    except (KeyError, ValueError, OSError, PlyParseError) as e:
         raise InvalidInputError(f"cannot read point cloud {path}: {e}") from None
     if not np.isfinite(xyz).all():
         raise InvalidInputError(f"point cloud {path} has NaN or infinite points")
     return torch.from_numpy(xyz), None if rgb is None else torch.from_numpy(rgb)
+
+
+def _test_filenames(meta: dict, path: Path) -> list[str] | None:
+    names = meta.get("test_filenames")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidInputError(f"{path}: test_filenames must be a list of file paths")
+    return names
+
+
+def _depth_scale(meta: dict, path: Path) -> float:
+    """Metres per unit of the 16-bit depth PNGs: a finite number > 0."""
+    v = meta.get("depth_unit_scale_factor", DEPTH_PNG_SCALE)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    if not ok:
+        raise InvalidInputError(
+            f"{path}: depth_unit_scale_factor must be a number > 0 (metres per depth unit, "
+            f"0.001 for millimetres), got {v!r:.80}"
+        )
+    return float(v)
 
 
 def read_transforms_dataset(
@@ -171,13 +202,18 @@ def read_transforms_dataset(
     check_image_files(frames)
     frames = sorted(frames, key=lambda f: f.name)
     frames = [dataclasses.replace(f, camera=fit_camera(f.camera, max_size)) for f in frames]
-    test_files = meta.get("test_filenames")
+    test_files = _test_filenames(meta, path)
     _, test = split_indices([f.name for f in frames], test_files)
+    scale = _depth_scale(meta, path)
+    world = meta.get("world_frame", "")
+    if not isinstance(world, str):
+        raise InvalidInputError(f"{path}: world_frame must be a string, got {world!r:.80}")
     points = colors = None
-    if meta.get("ply_file_path"):
-        points, colors = read_points_ply(base / meta["ply_file_path"])
-    scale = float(meta.get("depth_unit_scale_factor", DEPTH_PNG_SCALE))
-    world = str(meta.get("world_frame", ""))
+    ply = meta.get("ply_file_path")
+    if ply:
+        if not isinstance(ply, str):
+            raise InvalidInputError(f"{path}: ply_file_path must be a string, got {ply!r:.80}")
+        points, colors = read_points_ply(base / ply)
     return SceneDataset(base, frames, test, points, colors, scale, "nerfstudio", world, rectifiers)
 
 

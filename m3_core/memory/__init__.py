@@ -4,6 +4,7 @@ Public API::
 
     ChannelLayout.from_specs(specs)                  per-model slices of the query vector
     build_psc(features, threshold, ...)              Algorithm 1 (chunked) -> (bank, kept)
+    build_psc_capped(features, threshold, max_rows)  Algorithm 1, threshold lowered to fit
     extend_psc(bank, new_features, threshold)        incremental bank growth -> (bank', added)
     collect_features(grids)                          [h, w, d] grids -> rows [n, d]
     gma_decode(q, proj, bank, temperature)           Gaussian Memory Attention -> [..., d]
@@ -23,6 +24,7 @@ from m3_core.memory.psc import (
     extend_psc,
     extend_psc_reference,
 )
+from m3_core.memory.psc_cap import build_psc_capped
 
 __all__ = [
     "FORMAT_VERSION",
@@ -30,6 +32,7 @@ __all__ = [
     "ChannelLayout",
     "Memory",
     "build_psc",
+    "build_psc_capped",
     "build_psc_reference",
     "collect_features",
     "extend_psc",

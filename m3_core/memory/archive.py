@@ -1,8 +1,10 @@
 """Ship a saved memory as one byte string (a tar), e.g. from a GPU trainer to a robot.
 
 ``pack_memory(DIR)`` -> bytes holding what a memory server needs: ``memory.json``,
-``memory.safetensors``, ``train_config.json`` and ``features/<name>/*`` (the text-side
-vocabulary/meta); training state (``train_state.*``) stays behind. ``unpack_memory(bytes, DIR)``
+``memory.safetensors``, ``train_config.json``, the grounding index ``grounding.safetensors``
+(lifted queries and fitted relevancy temperatures: a server cannot refit them without the
+training features) and ``features/<name>/*`` (the text-side vocabulary/meta); training state
+(``train_state.*``) stays behind. ``unpack_memory(bytes, DIR)``
 checks every member (plain files with relative names inside the memory only), extracts into a
 temp folder beside ``DIR``, verifies the tensor file against ``memory.json``'s SHA-256, and
 only then renames the folder into place: a truncated or hostile archive is an error and
@@ -19,9 +21,10 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from m3_core.errors import CheckpointError
+from m3_core.memory.grounding import INDEX_FILE
 from m3_core.memory.io import META_FILE, TENSOR_FILE, read_meta
 
-TOP_FILES = (META_FILE, TENSOR_FILE, "train_config.json")
+TOP_FILES = (META_FILE, TENSOR_FILE, "train_config.json", INDEX_FILE)
 MAX_MEMBERS = 10_000
 
 

@@ -3,15 +3,19 @@
 Folder layout::
 
     DIR/memory.safetensors   tensors: "gaussians.<key>", "proj.<model>", "psc.<model>"
-    DIR/memory.json          {"format": "m3-memory", "format_version": 1,
+    DIR/memory.json          {"format": "m3-memory", "format_version": 2,
                               "config": MemoryConfig (to_dict), "layout": ChannelLayout,
                               "tensors": {key: {"shape": [...], "dtype": "float32"}},
-                              "sha256": hex digest of memory.safetensors, "extra": {...}}
+                              "sha256": hex digest of memory.safetensors, "extra": {...},
+                              "meta_sha256": hex digest of everything else in this file}
 
 Both files are written atomically (temp + fsync + rename), tensors first, JSON last: the JSON
-names the exact tensor file (by SHA-256) it belongs to, so a crash between the two renames,
-a truncated or bit-flipped tensor file, or a file from another save is a CheckpointError at
-load time, never a silently wrong memory. Loading uses safetensors only (no pickle).
+names the exact tensor file (by SHA-256) it belongs to, and ``meta_sha256`` covers the JSON's
+own values (its canonical form: sorted keys, no spaces), so a crash between the two renames,
+a truncated or bit-flipped tensor file, a file from another save, or a value edited in
+``memory.json`` is a CheckpointError at load time, never a silently different memory. The
+config is type-checked on load. Version 1 files (no ``meta_sha256``) are still read. Loading
+uses safetensors only (no pickle).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from m3_core.errors import CheckpointError, InvalidInputError, M3Error
 from m3_core.io import atomic_write_bytes, atomic_write_text
 
 FORMAT = "m3-memory"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TENSOR_FILE = "memory.safetensors"
 META_FILE = "memory.json"
 
@@ -41,9 +46,16 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def save_memory(memory, directory: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``memory`` into ``directory`` (created if needed); see the module doc."""
-    directory = Path(directory)
+def meta_digest(meta: Mapping[str, Any]) -> str:
+    """SHA-256 of ``meta`` without its ``meta_sha256`` entry, in canonical JSON."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def encode_memory(memory, extra: Mapping[str, Any] | None = None) -> tuple[bytes, str]:
+    """(tensor file bytes, memory.json text) of ``memory`` with ``extra`` merged into its
+    metadata; nothing is written (see :func:`write_memory`)."""
     meta_extra = {**memory.extra, **dict(extra or {})}
     try:
         json.dumps(meta_extra)
@@ -70,11 +82,26 @@ def save_memory(memory, directory: str | Path, *, extra: Mapping[str, Any] | Non
         "sha256": hashlib.sha256(blob).hexdigest(),
         "extra": meta_extra,
     }
+    meta = json.loads(json.dumps(meta))  # the values exactly as a reader will parse them
+    meta["meta_sha256"] = meta_digest(meta)
+    return blob, json.dumps(meta, indent=2, sort_keys=True) + "\n"
+
+
+def write_memory(directory: str | Path, blob: bytes, meta_text: str) -> Path:
+    """Write :func:`encode_memory`'s output into ``directory``: tensors, then the JSON."""
+    directory = Path(directory)
     atomic_write_bytes(directory / TENSOR_FILE, blob)
-    atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    memory.extra = meta_extra
-    memory.source = directory
+    atomic_write_text(directory / META_FILE, meta_text)
     return directory
+
+
+def save_memory(memory, directory: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``memory`` into ``directory`` (created if needed); see the module doc."""
+    blob, meta_text = encode_memory(memory, extra)
+    write_memory(directory, blob, meta_text)
+    memory.extra = json.loads(meta_text)["extra"]
+    memory.source = Path(directory)
+    return Path(directory)
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
@@ -92,13 +119,19 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an m3 memory description (format != {FORMAT!r})")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{path} has format version {version!r}; this m3_core reads version {FORMAT_VERSION}"
+            f"{path} has format version {version!r}; this m3_core reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
-    for key in ("config", "tensors", "sha256"):
+    for key in ("config", "tensors", "sha256") + (("meta_sha256",) if version >= 2 else ()):
         if key not in meta:
             raise CheckpointError(f"{path} lacks the {key!r} entry")
+    if version >= 2 and meta["meta_sha256"] != meta_digest(meta):
+        raise CheckpointError(
+            f"{path} does not match its checksum (meta_sha256): a value in it was edited or "
+            "the file is corrupt; save the memory again instead of editing it"
+        )
     return meta
 
 

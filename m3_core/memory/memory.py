@@ -9,7 +9,9 @@ A memory is everything needed to render and decode a scene:
 * ``projections`` ``ParameterDict`` name -> W_m [s_m, d_m], N(0, 1) at creation;
   ``requires_grad == config.train_projection``
 * ``banks``       name -> frozen PSC bank [t_m, d_m] (raw feature rows, no grad)
-* ``extra``       free JSON-able metadata saved alongside (trainer: step, world frame, ...)
+* ``world_frame`` the ROS fixed frame the Gaussians are in ("map", "odom"; "" unknown), typed
+  and checked; stored in memory.json as ``extra["world_frame"]`` (where older memories have it)
+* ``extra``       free JSON-able metadata saved alongside (trainer: step, frames, ...)
 
 ``layout`` (a :class:`ChannelLayout`) maps each model name to its slice of the query.
 Saving / loading lives in :mod:`m3_core.memory.io`.
@@ -29,6 +31,19 @@ from m3_core.memory.gma import gma_decode
 from m3_core.memory.layout import ChannelLayout
 
 GAUSSIAN_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN", "queries")
+MAX_FRAME_LEN = 256
+
+
+def check_world_frame(frame: Any) -> str:
+    """``frame`` if it can name a ROS frame (a string without whitespace, "" for unknown)."""
+    if not isinstance(frame, str):
+        raise InvalidInputError(f"world_frame must be a string, got {frame!r:.80}")
+    if len(frame) > MAX_FRAME_LEN or any(c.isspace() or not c.isprintable() for c in frame):
+        raise InvalidInputError(
+            f"world_frame must be a frame name without spaces (at most {MAX_FRAME_LEN} "
+            f"characters), got {frame!r:.80}"
+        )
+    return frame
 
 
 def _gaussian_shapes(config: MemoryConfig, n: int) -> dict[str, tuple[int, ...]]:
@@ -103,6 +118,7 @@ class Memory:
         self.projections = projections
         self.banks: dict[str, torch.Tensor] = {k: v.detach() for k, v in banks.items()}
         self.extra: dict[str, Any] = dict(extra or {})
+        check_world_frame(self.extra.get("world_frame", ""))
         self.source: Path | None = None  # folder it was loaded from / last saved to
         self._layout = ChannelLayout.from_specs(config.models)
 
@@ -143,6 +159,16 @@ class Memory:
     @property
     def layout(self) -> ChannelLayout:
         return self._layout
+
+    @property
+    def world_frame(self) -> str:
+        """The ROS fixed frame the Gaussians (and every answer about them) are in; "" when the
+        data did not say. Saved with the memory (``extra["world_frame"]`` in memory.json)."""
+        return self.extra.get("world_frame", "")
+
+    @world_frame.setter
+    def world_frame(self, frame: str) -> None:
+        self.extra["world_frame"] = check_world_frame(frame)
 
     @property
     def num_gaussians(self) -> int:
@@ -197,6 +223,8 @@ class Memory:
         """
         from m3_core.memory.io import save_memory
 
+        if extra and "world_frame" in extra:  # refused before anything is written
+            check_world_frame(extra["world_frame"])
         return save_memory(self, directory, extra=extra)
 
     @classmethod

@@ -6,18 +6,23 @@ For each x_i not yet *claimed*, let J_i = {j : cos(x_i, x_j) >= theta}. If no me
 is claimed, x_i is **kept** and every member of J_i becomes claimed; otherwise x_i is skipped.
 The bank is the kept rows in their **raw** (un-normalised) form, in walk order.
 
-Numerical conventions (shared by the fast path and its slow twin):
-  * "cos >= theta" is evaluated as ``cos >= theta - tol`` with ``tol = 64 * eps`` of the
-    compute dtype (7.6e-6 in float32), so theta = 1.0 really means "dedupe only": exact
-    duplicates match despite rounding. Every x_i is a member of its own J_i.
-  * half / bfloat16 inputs are computed in float32. Fast path and reference agree exactly
-    unless a cosine lies within rounding (~1e-7 in float32) of the threshold, where the
-    matrix-matrix and matrix-vector products may round differently; in float64 they agree.
+Numerical conventions (shared by the fast paths and their slow twins):
+  * "cos >= theta" means ``cos >= theta - MATCH_TOLERANCE`` (64 float32 epsilons, 7.6e-6)
+    with cos evaluated in float64 from the raw rows, so theta = 1.0 really means "dedupe
+    only" (scaled copies match despite rounding) and every x_i is a member of its own J_i.
+  * The fast paths multiply in float32 (bfloat16 for the cluster prefilter) and settle every
+    pair within the proven rounding bound of the threshold in float64
+    (:mod:`m3_core.memory.psc_match`), so they keep exactly the rows of the float64 plain
+    loop, ties at the threshold included, on any device and for any input dtype.
   * all-zero or non-finite rows are refused (they have no direction): drop them first, as
     :func:`collect_features` does.
 
-Memory: :func:`build_psc` handles ``chunk_size`` candidates at a time against all n vectors,
-so its peak is O(chunk_size * n) (about 5 bytes per entry), not O(n^2). Time is O(n^2 d).
+Speed: :func:`build_psc` walks chunks of still-unclaimed rows. With ``clusters`` (default
+n / 64 from 4096 rows on) each row is compared only with the k-means clusters that can hold a
+match (exact angular bound), so clustered features like image patches cost about
+n * (matches + cluster size) * d instead of n^2 * d; where the bound prunes little (isotropic
+noise) a chunk falls back to one dense product. Peak memory: ``block_entries`` similarities
+(4 bytes each) plus the edge lists, independent of n^2.
 """
 
 from __future__ import annotations
@@ -28,15 +33,11 @@ import numpy as np
 import torch
 
 from m3_core.errors import InvalidInputError
+from m3_core.memory.psc_match import ClusterIndex, decide, exact_cos, product_error, unit_rows
 
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def match_tolerance(dtype: torch.dtype) -> float:
-    """Slack subtracted from theta: 64 machine epsilons of the compute dtype."""
-    return 64.0 * torch.finfo(dtype).eps
+MATCH_TOLERANCE = 64.0 * torch.finfo(torch.float32).eps
+AUTO_CLUSTER_MIN_ROWS = 4096  # below this the dense walk is as fast as building clusters
+AUTO_CLUSTER_SIZE = 64  # rows per k-means cluster when ``clusters`` is None
 
 
 def _check_features(features: torch.Tensor, what: str) -> None:
@@ -64,19 +65,19 @@ def _check_threshold(threshold: float) -> float:
     return threshold
 
 
-def _normalize(features: torch.Tensor) -> torch.Tensor:
-    x = features.to(_compute_dtype(features))
-    return x / x.norm(dim=1, keepdim=True)  # rows are non-zero (checked)
+def _check_positive(**values: int | None) -> None:
+    for name, v in values.items():
+        if v is not None and int(v) < 1:
+            raise InvalidInputError(f"{name} must be positive, got {v}")
 
 
 def build_psc_reference(
     features: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slow twin of :func:`build_psc`: the plain loop of Algorithm 1 (O(n^2 d), O(n) memory)."""
+    """Slow twin of :func:`build_psc`: the plain loop of Algorithm 1 in float64 (O(n^2 d))."""
     _check_features(features, "features")
-    threshold = _check_threshold(threshold)
-    x = _normalize(features)  # [n, d]
-    thr = threshold - match_tolerance(x.dtype)
+    thr = _check_threshold(threshold) - MATCH_TOLERANCE
+    x = unit_rows(features, torch.float64)  # [n, d]
     n = x.shape[0]
     claimed = torch.zeros(n, dtype=torch.bool, device=x.device)
     kept: list[int] = []
@@ -93,26 +94,25 @@ def build_psc_reference(
     return features[idx], idx
 
 
-def _neighbours(x: torch.Tensor, rows: torch.Tensor, thr: float) -> torch.Tensor:
-    """J of the given rows: bool [c, n], ``cos >= thr`` and every row its own member."""
-    adj = (x[rows] @ x.T) >= thr  # [c, n]
-    adj[torch.arange(rows.numel(), device=x.device), rows] = True
-    return adj
+def _greedy(r: np.ndarray, col: np.ndarray, rows: np.ndarray, claimed: np.ndarray) -> list[int]:
+    """Sequential part of Algorithm 1 for one chunk, in walk order.
 
-
-def _greedy_rows(block: np.ndarray) -> np.ndarray:
-    """Sequential part of Algorithm 1 on a bool block [r, u] of candidate rows x columns.
-
-    Returns the kept-row mask [r]. No column of ``block`` is claimed on entry.
+    ``(r, col)``: the pairs (local row of the chunk, global column) of J for the chunk's
+    ``rows`` [c] (every row with itself); ``claimed`` [n] is updated in place. Returns the
+    kept global rows.
     """
-    claimed = np.zeros(block.shape[1], dtype=bool)
-    keep = np.zeros(block.shape[0], dtype=bool)
-    for r in range(block.shape[0]):
-        row = block[r]
-        if not (row & claimed).any():
-            keep[r] = True
-            claimed |= row
-    return keep
+    order = np.argsort(r, kind="stable")
+    r, col = r[order], col[order]
+    ptr = np.searchsorted(r, np.arange(rows.size + 1))  # [c + 1] CSR offsets
+    blocked = np.bincount(r[claimed[col]], minlength=rows.size) > 0  # J meets an older claim
+    kept: list[int] = []
+    for i in np.flatnonzero(~blocked).tolist():
+        nb = col[ptr[i] : ptr[i + 1]]
+        if claimed[nb].any():  # claimed by a row kept earlier in this chunk
+            continue
+        claimed[nb] = True
+        kept.append(int(rows[i]))
+    return kept
 
 
 def subsample_indices(
@@ -125,8 +125,7 @@ def subsample_indices(
     """
     if max_inputs is None or n <= max_inputs:
         return None
-    if int(max_inputs) < 1:
-        raise InvalidInputError(f"max_inputs must be positive, got {max_inputs}")
+    _check_positive(max_inputs=max_inputs)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     perm = torch.randperm(n, generator=generator, device=generator.device)
@@ -140,75 +139,120 @@ def build_psc(
     chunk_size: int = 4096,
     max_inputs: int | None = None,
     generator: torch.Generator | None = None,
+    clusters: int | None = None,
+    block_entries: int = 1 << 24,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 1 over ``features`` [n, d] -> (bank [t, d] raw rows, kept_indices [t] long).
 
-    Exactly the rule of :func:`build_psc_reference` (see the module doc), computed
-    ``chunk_size`` candidates at a time: peak extra memory is about 5 * chunk_size * n bytes.
-    The similarity products run on ``features.device``; the short sequential tie-break per
-    chunk runs on the CPU.
+    Exactly the rows of :func:`build_psc_reference` (see the module doc), computed on
+    ``features.device`` a chunk of at most ``chunk_size`` unclaimed rows at a time, each chunk
+    holding at most ``block_entries`` similarities (a single row may exceed it).
+
+    ``clusters``: number of k-means clusters of the prefilter; None: n // 64 when
+    n >= 4096, else 0; 0 or 1: the dense walk (every chunk against all n rows). The clustering
+    uses ``generator`` and changes only the speed, never the result.
 
     ``max_inputs`` (ours, not in M3): if n > max_inputs, Algorithm 1 runs on a random subset
     of ``max_inputs`` rows drawn with ``generator`` (default: seeded with 0) and kept in their
     original order; ``kept_indices`` always index the rows of the full ``features``.
     """
     _check_features(features, "features")
-    threshold = _check_threshold(threshold)
-    if int(chunk_size) < 1:
-        raise InvalidInputError(f"chunk_size must be positive, got {chunk_size}")
-    chunk_size = int(chunk_size)
+    thr = _check_threshold(threshold) - MATCH_TOLERANCE
+    _check_positive(chunk_size=chunk_size, block_entries=block_entries)
+    if clusters is not None and int(clusters) < 0:
+        raise InvalidInputError(f"clusters must be >= 0, got {clusters}")
     sub = subsample_indices(features.shape[0], max_inputs, generator)
     if sub is not None:
-        bank, kept = build_psc(features[sub.to(features.device)], threshold, chunk_size=chunk_size)
-        idx = sub.to(features.device)[kept]
-        return features[idx], idx
+        sub = sub.to(features.device)
+        _, kept = build_psc(
+            features[sub], threshold, chunk_size=chunk_size, clusters=clusters,
+            block_entries=block_entries,
+        )  # fmt: skip
+        return features[sub[kept]], sub[kept]
+    firsts = first_occurrences(features)
+    if firsts is not None:  # repeated rows decide alike: walk the distinct ones
+        _, kept = build_psc(
+            features[firsts], threshold, chunk_size=chunk_size, clusters=clusters,
+            generator=generator, block_entries=block_entries,
+        )  # fmt: skip
+        return features[firsts[kept]], firsts[kept]
+    n, d = features.shape
+    if clusters is None:
+        clusters = n // AUTO_CLUSTER_SIZE if n >= AUTO_CLUSTER_MIN_ROWS else 0
+    x = unit_rows(features)  # [n, d] float32
+    bound = product_error(d, torch.float32)
+    kept = None
+    if clusters > 1:
+        index = ClusterIndex(x, thr, clusters, generator=generator)
+        pairs = index.graph(
+            x, thr, bound, lambda i, j: exact_cos(features[i], features[j]),
+            block_entries=int(block_entries),
+        )  # fmt: skip
+        if pairs is not None:  # J of every row; each row is its own member
+            own = torch.arange(n, device=x.device)
+            r, col = torch.cat([pairs[0], own]), torch.cat([pairs[1], own])
+            kept = _greedy(r.cpu().numpy(), col.cpu().numpy(), np.arange(n), np.zeros(n, bool))
+    if kept is None:
+        kept = _dense_walk(features, x, thr, bound, min(chunk_size, block_entries // max(n, 1)))
+    idx = torch.tensor(kept, dtype=torch.long, device=features.device)
+    return features[idx], idx
 
-    x = _normalize(features)  # [n, d]
-    thr = threshold - match_tolerance(x.dtype)
+
+def first_occurrences(features: torch.Tensor) -> torch.Tensor | None:
+    """Sorted indices [u] of the first occurrence of each distinct row of ``features``; None
+    when all rows are distinct. Algorithm 1 keeps the same rows on them: copies share every
+    cosine, so a copy is claimed exactly when its first occurrence is, and a kept row claims
+    all its copies (exact label maps repeat a few vectors thousands of times, and their
+    match lists would grow with the square of the repeats)."""
+    n = features.shape[0]
+    _, inverse = torch.unique(features, dim=0, return_inverse=True)  # [n]
+    u = int(inverse.max()) + 1 if n else 0
+    if u == n:
+        return None
+    first = torch.full((u,), n, dtype=torch.long, device=features.device)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=features.device), "amin")
+    return first.sort().values
+
+
+def _dense_walk(
+    features: torch.Tensor, x: torch.Tensor, thr: float, bound: float, chunk: int
+) -> list[int]:
+    """Algorithm 1 on unit rows x [n, d]: chunks of still-unclaimed rows against all n rows."""
     n = x.shape[0]
-    claimed = torch.zeros(n, dtype=torch.bool, device=x.device)  # [n]
-    kept_parts: list[torch.Tensor] = []
+    claimed = np.zeros(n, dtype=bool)  # [n]
+    kept: list[int] = []
     pos = 0
     while pos < n:
-        # The next chunk_size rows that are still unclaimed (claimed rows are skipped by the
-        # rule, so their similarities are never computed).
-        rows = (~claimed[pos:]).nonzero().squeeze(1)[:chunk_size] + pos  # [c] ascending
-        if rows.numel() == 0:
+        rows = np.flatnonzero(~claimed[pos:])[: max(1, chunk)] + pos  # [c] ascending
+        if rows.size == 0:
             break
         pos = int(rows[-1]) + 1
-        adj = _neighbours(x, rows, thr)  # [c, n] J of each row of the chunk
-        # Claims only grow: a row whose J already touches a claim is out.
-        cand = (~(adj & claimed).any(dim=1)).nonzero().squeeze(1)  # [r]
-        if cand.numel() == 0:
-            continue
-        sub_adj = adj[cand]  # [r, n]
-        del adj
-        cols = sub_adj.any(dim=0).nonzero().squeeze(1)  # [u] none claimed (checked above)
-        block = sub_adj[:, cols].cpu().numpy()  # [r, u]
-        keep = torch.from_numpy(_greedy_rows(block)).to(x.device)  # [r]
-        claimed |= sub_adj[keep].any(dim=0)
-        kept_parts.append(rows[cand[keep]])
-    idx = torch.cat(kept_parts) if kept_parts else torch.zeros(0, dtype=torch.long)
-    idx = idx.to(device=features.device, dtype=torch.long)
-    return features[idx], idx
+        rows_t = torch.from_numpy(rows).to(x.device)
+        hit = decide(
+            x[rows_t] @ x.T, thr, bound,
+            lambda i, j: exact_cos(features[rows_t[i]], features[j]),  # noqa: B023
+        )  # fmt: skip  # [c, n]
+        hit[torch.arange(rows.size, device=x.device), rows_t] = True
+        r, col = hit.nonzero(as_tuple=True)
+        kept += _greedy(r.cpu().numpy(), col.cpu().numpy(), rows, claimed)
+    return kept
 
 
 def extend_psc_reference(
     bank: torch.Tensor, new_features: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slow twin of :func:`extend_psc`: one new feature at a time against the growing bank."""
+    """Slow twin of :func:`extend_psc`: one new feature at a time against the growing bank,
+    in float64."""
     _check_extend(bank, new_features)
-    threshold = _check_threshold(threshold)
-    rows = [_normalize(bank)] if bank.shape[0] else []
-    dtype = _compute_dtype(new_features if bank.shape[0] == 0 else bank)
-    thr = threshold - match_tolerance(dtype)
-    x = _normalize(new_features).to(dtype)
+    thr = _check_threshold(threshold) - MATCH_TOLERANCE
+    x = unit_rows(new_features, torch.float64)  # [n, d]
+    rows = unit_rows(bank, torch.float64) if bank.shape[0] else x[:0]  # [t, d]
     added: list[int] = []
     for i in range(x.shape[0]):
-        if rows and bool(((torch.cat(rows) @ x[i]) >= thr).any()):
+        if rows.shape[0] and bool(((rows @ x[i]) >= thr).any()):
             continue
         added.append(i)
-        rows.append(x[i : i + 1])
+        rows = torch.cat([rows, x[i : i + 1]])
     idx = torch.tensor(added, dtype=torch.long, device=new_features.device)
     return torch.cat([bank, new_features[idx].to(bank.dtype)]), idx
 
@@ -238,34 +282,57 @@ def extend_psc(
 
     Incremental rule for a robot memory that keeps learning (ours): walking ``new_features``
     in order, a feature is appended (raw) only if no row already in the bank, including rows
-    appended earlier in this call, has cosine >= theta with it (same tolerance as
+    appended earlier in this call, has cosine >= theta with it (same rule and exactness as
     :func:`build_psc`). Existing rows never move, so earlier bank indices stay valid.
     Peak memory O(chunk_size * (t + n)).
     """
     _check_extend(bank, new_features)
-    threshold = _check_threshold(threshold)
-    if int(chunk_size) < 1:
-        raise InvalidInputError(f"chunk_size must be positive, got {chunk_size}")
-    dtype = _compute_dtype(new_features if bank.shape[0] == 0 else bank)
-    thr = threshold - match_tolerance(dtype)
-    bank_n = _normalize(bank).to(dtype) if bank.shape[0] else bank.to(dtype)  # [t, d]
-    x = _normalize(new_features).to(dtype)  # [n, d]
+    thr = _check_threshold(threshold) - MATCH_TOLERANCE
+    _check_positive(chunk_size=chunk_size)
+    t, d = bank.shape
+    bound = product_error(d, torch.float32)
+    dev = new_features.device
+    cur = unit_rows(bank) if t else torch.zeros(0, d, device=dev)  # [t', d] rows so far
+    cur_ids = torch.arange(t, device=dev)  # [t'] ids: < t bank row, >= t new row + t
+    x = unit_rows(new_features)  # [n, d]
+
+    def raw(ids: torch.Tensor) -> torch.Tensor:  # [p] ids -> [p, d] float64 raw rows
+        out = torch.empty(ids.numel(), d, dtype=torch.float64, device=dev)
+        old = ids < t
+        out[old] = bank[ids[old]].double()
+        out[~old] = new_features[ids[~old] - t].double()
+        return out
+
     added_parts: list[torch.Tensor] = []
     for start in range(0, x.shape[0], int(chunk_size)):
         xc = x[start : start + int(chunk_size)]  # [c, d]
-        free = ~((xc @ bank_n.T) >= thr).any(dim=1)  # [c] far from every bank row
-        cand = free.nonzero().squeeze(1)  # [r]
+        ids = torch.arange(start, start + xc.shape[0], device=dev) + t  # [c]
+        near_bank = decide(
+            xc @ cur.T, thr, bound, lambda i, j, a=ids, b=cur_ids: exact_cos(raw(a[i]), raw(b[j]))
+        )  # [c, t']
+        cand = (~near_bank.any(dim=1)).nonzero().squeeze(1)  # [r] far from every bank row
         if cand.numel() == 0:
             continue
-        near = ((xc[cand] @ xc[cand].T) >= thr).cpu().numpy()  # [r, r]
+        cid = ids[cand]
+        near = (
+            decide(
+                xc[cand] @ xc[cand].T,
+                thr,
+                bound,
+                lambda i, j, c=cid: exact_cos(raw(c[i]), raw(c[j])),
+            )
+            .cpu()
+            .numpy()
+        )  # [r, r]
         keep = np.zeros(cand.numel(), dtype=bool)
         for r in range(cand.numel()):  # a candidate is blocked by an earlier added one
             keep[r] = not (near[r, :r] & keep[:r]).any()
-        sel = cand[torch.from_numpy(keep).to(cand.device)]
-        bank_n = torch.cat([bank_n, xc[sel]])
+        sel = cand[torch.from_numpy(keep).to(dev)]
+        cur = torch.cat([cur, xc[sel]])
+        cur_ids = torch.cat([cur_ids, ids[sel]])
         added_parts.append(sel + start)
     idx = torch.cat(added_parts) if added_parts else torch.zeros(0, dtype=torch.long)
-    idx = idx.to(device=new_features.device, dtype=torch.long)
+    idx = idx.to(device=dev, dtype=torch.long)
     return torch.cat([bank, new_features[idx].to(bank.dtype)]), idx
 
 

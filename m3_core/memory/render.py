@@ -2,19 +2,22 @@
 
 The query channels are composited exactly like colour but with **no background term**
 (Q(p) = sum_i q_i alpha_i T_i, as in M3); RGB gets the optional background. One rasterizer call
-renders everything unless ``detach_query_geometry`` is set: then the queries are rendered in a
-second pass with detached geometry, so a loss on them trains only the queries (the released
-M3 rasterizer's behaviour), at twice the rasterization cost.
+renders everything. With ``detach_query_geometry`` a loss on the queries trains only the queries
+(the released M3 rasterizer's behaviour): the query channels are rasterized with
+``detach_channels`` (same pass, no geometry gradient); ``one_pass=False`` is the slow twin that
+renders them in a second pass with detached geometry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
+from m3_core.errors import InvalidInputError
 from m3_core.types import Camera
 
 
@@ -47,8 +50,12 @@ def render_gaussians(
     with_queries: bool = True,
     detach_query_geometry: bool = False,
     backend: str = "auto",
+    one_pass: bool = True,
+    check_values: bool = True,
+    geometry_backend: str = "auto",
 ) -> RenderOutput:
-    """Rasterize Gaussian parameters (the ParameterDict layout of ``m3_core.splat``)."""
+    """Rasterize Gaussian parameters (the ParameterDict layout of ``m3_core.splat``).
+    ``check_values`` and ``geometry_backend`` go to :func:`m3_core.splat.rasterize`."""
     from m3_core.splat import rasterize
 
     device = params["means"].device
@@ -63,7 +70,7 @@ def render_gaussians(
     Ks = cam.K.to(device=device, dtype=means.dtype)[None]  # [1, 3, 3]
     bg = torch.zeros(3, device=device, dtype=means.dtype) if background is None else background
 
-    def raster(m, q, s, o, colors, bgs):
+    def raster(m, q, s, o, colors, bgs, detach=0):
         return rasterize(
             m,
             q,
@@ -77,9 +84,12 @@ def render_gaussians(
             render_mode="RGB+ED",
             backgrounds=bgs[None],
             backend=backend,
+            detach_channels=detach,
+            check_values=check_values,
+            geometry_backend=geometry_backend,
         )
 
-    if queries is None or detach_query_geometry:
+    if queries is None or (detach_query_geometry and not one_pass):
         out, alphas, meta = raster(means, quats, scales, opacities, rgb, bg)
         colour, depth = out[0, ..., :3], out[0, ..., 3]
         qmap = None
@@ -92,7 +102,8 @@ def render_gaussians(
     else:
         colors = torch.cat([rgb, queries], dim=1)  # [N, 3 + Q]
         bgs = torch.cat([bg, torch.zeros(queries.shape[1], device=device, dtype=bg.dtype)])
-        out, alphas, meta = raster(means, quats, scales, opacities, colors, bgs)
+        detach = queries.shape[1] if detach_query_geometry else 0
+        out, alphas, meta = raster(means, quats, scales, opacities, colors, bgs, detach)
         colour, qmap, depth = out[0, ..., :3], out[0, ..., 3:-1], out[0, ..., -1]
     if qmap is None:
         qmap = torch.zeros(cam.height, cam.width, 0, device=device, dtype=means.dtype)
@@ -106,12 +117,24 @@ def render_memory(
     features: list[str] | tuple[str, ...] = (),
     *,
     backend: str = "auto",
+    decode: bool = True,
+    feature_stride: int = 1,
+    check: Callable[[str], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render a :class:`~m3_core.memory.Memory`: {"rgb" [H,W,3], "depth" [H,W], "alpha" [H,W],
-    "<name>" [H,W,d_m] for each requested feature (GMA-decoded)}. Unknown names raise."""
+    "<name>" [h,w,d_m] for each requested feature (GMA-decoded)}. Unknown names raise.
+
+    ``feature_stride`` k > 1 gives feature maps of [ceil(H/k), ceil(W/k)]: the rendered queries
+    averaged over k x k pixel blocks (queries composite linearly, so this is a box-filtered
+    render), then decoded. ``decode=False`` returns each feature's rendered query channels
+    [h, w, s_m] instead (decode them later with ``memory.decode``). ``check(stage)`` is called
+    after rasterizing and after each feature; raising in it stops the render (time budgets).
+    """
     names = list(features)
     for n in names:
         memory.layout.slice(n)  # raises UnknownModelError listing the known names
+    if int(feature_stride) < 1:
+        raise InvalidInputError(f"feature_stride must be >= 1, got {feature_stride}")
     out = render_gaussians(
         memory.gaussians,
         camera,
@@ -120,6 +143,16 @@ def render_memory(
         backend=backend,
     )
     result = {"rgb": out.rgb.clamp(0, 1), "depth": out.depth, "alpha": out.alpha}
+    if check is not None:
+        check("rasterize")
+    q = out.queries  # [H, W, Q]
+    if names and feature_stride > 1:
+        k = int(feature_stride)
+        pooled = F.avg_pool2d(q.permute(2, 0, 1)[None], k, k, ceil_mode=True)
+        q = pooled[0].permute(1, 2, 0)  # [ceil(H/k), ceil(W/k), Q]
     for n in names:
-        result[n] = memory.decode(n, out.queries[..., memory.layout.slice(n)])
+        sl = q[..., memory.layout.slice(n)]  # [h, w, s_m]
+        result[n] = memory.decode(n, sl) if decode else sl.clone()
+        if check is not None:
+            check(n)
     return result

@@ -51,14 +51,24 @@ def memory_signature(memory, name: str) -> Hashable:
 
 
 @torch.no_grad()
-def decode_gaussian_features(memory, name: str, *, chunk: int = 16384) -> torch.Tensor:
-    """Unit decoded features [N, d_m] of every Gaussian for model ``name`` (uncached)."""
+def decode_gaussian_features(
+    memory, name: str, *, chunk: int = 16384, queries: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Unit decoded features [N, d_m] of every Gaussian for model ``name`` (uncached), from
+    ``queries`` [N, Q] when given (e.g. the grounding index's lifted queries) or the
+    Gaussians' own."""
     sl = memory.layout.slice(name)  # raises UnknownModelError listing the known names
-    q = memory.gaussians["queries"].detach()  # [N, Q]
-    parts = [memory.decode(name, q[i : i + chunk, sl]) for i in range(0, q.shape[0], chunk)]
-    if not parts:  # no Gaussians: decode an empty batch to learn d_m
-        return l2_normalize(memory.decode(name, q[:0, sl]).float())
-    return l2_normalize(torch.cat(parts).float())  # [N, d_m]
+    q = memory.gaussians["queries"].detach() if queries is None else queries  # [N, Q]
+    first = l2_normalize(memory.decode(name, q[:chunk, sl]).float())  # [<=chunk, d_m]
+    if q.shape[0] <= chunk:
+        return first
+    # one [N, d_m] buffer filled a chunk at a time: the peak is the result plus one chunk
+    # (a list of chunks, their concatenation and its normalised copy held three at 1M x 512)
+    out = torch.empty(q.shape[0], first.shape[1], dtype=first.dtype, device=first.device)
+    out[:chunk] = first
+    for i in range(chunk, q.shape[0], chunk):
+        out[i : i + chunk] = l2_normalize(memory.decode(name, q[i : i + chunk, sl]).float())
+    return out
 
 
 class GaussianFeatures:
@@ -68,15 +78,28 @@ class GaussianFeatures:
     thread-safe. ``invalidate()`` drops everything (for changes the signature cannot see).
     """
 
-    def __init__(self, memory, *, chunk: int = 16384) -> None:
+    def __init__(self, memory, *, chunk: int = 16384, index=None) -> None:
         self.memory = memory
         self.chunk = int(chunk)
+        self.index = index  # a GroundingIndex of this memory, or None
+        self._index_sig = _tensor_sig(memory.gaussians["queries"]) if index is not None else None
         self._cache: dict[str, tuple[Hashable, torch.Tensor]] = {}
         self._lock = threading.Lock()
         self.decode_count = 0  # how many times a model was (re)decoded (for tests, stats)
 
+    def lifted_queries(self) -> torch.Tensor | None:
+        """The index's lifted queries [N, Q] while the memory's queries are the ones the index
+        was attached to (None once training or growth changed them: own queries then)."""
+        if self.index is None or _tensor_sig(self.memory.gaussians["queries"]) != self._index_sig:
+            return None
+        return self.index.queries
+
+    def visibility(self) -> torch.Tensor | None:
+        """The index's per-Gaussian visibility [N] (None: no valid index)."""
+        return None if self.lifted_queries() is None else self.index.visibility
+
     def signature(self, name: str) -> Hashable:
-        return memory_signature(self.memory, name)
+        return (memory_signature(self.memory, name), self.lifted_queries() is not None)
 
     def is_cached(self, name: str) -> bool:
         hit = self._cache.get(name)
@@ -88,7 +111,9 @@ class GaussianFeatures:
             hit = self._cache.get(name)
             if hit is not None and hit[0] == sig:
                 return hit[1]
-            feats = decode_gaussian_features(self.memory, name, chunk=self.chunk)
+            feats = decode_gaussian_features(
+                self.memory, name, chunk=self.chunk, queries=self.lifted_queries()
+            )
             self._cache[name] = (sig, feats)
             self.decode_count += 1
             return feats

@@ -16,6 +16,7 @@ queries (the ROS memory server calls it from several callbacks).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -24,12 +25,14 @@ import numpy as np
 import torch
 
 from m3_core.errors import InvalidInputError, M3Error, UnknownModelError
+from m3_core.memory.grounding import GroundingIndex
 from m3_core.query.features import GaussianFeatures
 from m3_core.query.ground import GroundedObject, GroundParams, ground
 from m3_core.query.relevancy import RelevancyConfig, RelevancyScorer
 from m3_core.query.text import TextEncoder
 from m3_core.types import Camera
 
+log = logging.getLogger(__name__)
 SH_C0 = 0.28209479177387814  # degree-0 spherical harmonic: rgb = sh0 * C0 + 0.5
 IMAGE_MIN_ALPHA = 0.5  # relevancy_image is 0 where the memory is less opaque than this
 
@@ -44,12 +47,22 @@ class MemoryPredictor:
         *,
         relevancy: RelevancyConfig | None = None,
         ground_params: GroundParams | None = None,
+        index: GroundingIndex | None = None,
     ) -> None:
+        """``index``: the memory's grounding index (lifted queries, visibility, fitted
+        temperatures; see m3_core.memory.grounding). Without one, grounding decodes each
+        Gaussian's own query and uses the configured / feature-meta temperature."""
         self.memory = memory
         self.text_encoder = text_encoder
         self.relevancy_config = relevancy or RelevancyConfig()
         self.ground_params = ground_params or GroundParams()
-        self.features = GaussianFeatures(memory)
+        if index is not None and index.num_gaussians != memory.num_gaussians:
+            raise InvalidInputError(
+                f"grounding index has {index.num_gaussians} Gaussians, the memory "
+                f"{memory.num_gaussians}"
+            )
+        self.index = index
+        self.features = GaussianFeatures(memory, index=index)
         self._scorers: dict[str, tuple[Hashable, RelevancyScorer]] = {}
         self._lock = threading.Lock()
 
@@ -67,7 +80,10 @@ class MemoryPredictor:
 
         dev = resolve_device(device)
         memory = Memory.load(path, dev)
-        return cls(memory, TextEncoder(path, weights_dir=weights_dir, device=dev), **kwargs)
+        index = kwargs.pop("index", None) or load_or_build_index(path, memory, dev)
+        return cls(
+            memory, TextEncoder(path, weights_dir=weights_dir, device=dev), index=index, **kwargs
+        )
 
     # -- features ---------------------------------------------------------------------------
     @property
@@ -126,11 +142,18 @@ class MemoryPredictor:
                 f"decodes {feats.shape[1]}-d features (vocabulary/extractor mismatch)"
             )
         kw = {k: v.to(feats.device) for k, v in kw.items()}
-        # a feature source may know its own scale (meta.json "relevancy_temperature")
-        temperature = float(
-            self.text_encoder.meta(name).get("relevancy_temperature", cfg.temperature)
-        )
+        temperature = self.temperature(name)
         return RelevancyScorer(feats, temperature=temperature, **kw)
+
+    def temperature(self, feature: str | None = None) -> float:
+        """The relevancy temperature of ``feature``: fitted on the training views (grounding
+        index) when there is one, else the feature source's own (meta.json
+        "relevancy_temperature"), else the configured default (LERF's 0.1)."""
+        name = self._feature(feature)
+        if self.index is not None and name in self.index.temperatures:
+            return float(self.index.temperatures[name])
+        meta = self.text_encoder.meta(name)
+        return float(meta.get("relevancy_temperature", self.relevancy_config.temperature))
 
     def prepare(self, features: list[str] | None = None) -> None:
         """Build the caches now (otherwise the first query of each feature pays for them)."""
@@ -161,8 +184,12 @@ class MemoryPredictor:
             changes["max_results"] = int(max_results)
         if changes:
             params = dataclasses.replace(params, **changes)  # validates
-        rel = self.relevancy(text, feature)
-        return ground(self.memory, rel, params, label=text.strip(), verify=verify)
+        name = self._feature(feature)
+        rel = self.relevancy(text, name)
+        return ground(
+            self.memory, rel, params, label=text.strip(), verify=verify,
+            features=self.features.get(name), visibility=self.features.visibility(),
+        )  # fmt: skip
 
     def top_points(
         self, text: str, feature: str | None = None, k: int = 10
@@ -244,3 +271,27 @@ class MemoryPredictor:
         else:
             rgb = (g["sh0"].detach()[idx, 0] * SH_C0 + 0.5).clamp(0, 1).float().cpu().numpy()
         return pts.reshape(-1, 3), rgb.reshape(-1, 3)
+
+
+def load_or_build_index(path: str | Path, memory, device) -> GroundingIndex | None:
+    """The grounding index saved beside the memory; if it is missing or stale and the memory
+    lists its training cameras, lift over them now (no temperature fit: that needs the real
+    feature maps) and try to save the result; None for memories without cameras."""
+    from m3_core.memory.grounding import (
+        build_grounding_index,
+        cameras_from_json,
+        load_grounding_index,
+        memory_sha,
+    )
+
+    index = load_grounding_index(path, memory, device)
+    cams = memory.extra.get("cameras")
+    if index is not None or not cams:
+        return index
+    log.warning("%s: no grounding index; lifting queries over %d views", path, len(cams))
+    index = build_grounding_index(memory, cameras_from_json(cams), memory_sha=memory_sha(path))
+    try:
+        index.save(path)
+    except OSError as exc:  # a read-only memory folder still serves
+        log.warning("could not save the grounding index in %s: %s", path, exc)
+    return index

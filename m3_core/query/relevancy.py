@@ -10,10 +10,17 @@ so the score is made *relative*:
   ``r = min_j exp(c_q / T) / (exp(c_q / T) + exp(c_j / T)) = min_j sigmoid((c_q - c_j) / T)``.
   LERF uses T = 0.1 (softmax of 10 * cos). r > 0.5 means "closer to the query than to every
   generic negative".
-- **closed vocabulary** (labels, ImageNet classes, ... without a text tower): softmax over
-  the whole vocabulary, ``r = exp(c_q / T) / sum_k exp(c_k / T)``, so an absent class (every
-  feature matches some other class better) scores low instead of being forced to an answer.
-  A query embedding that is not a vocabulary row joins the softmax as one more class.
+- **closed vocabulary** (labels, ImageNet classes, ... without a text tower): does the query
+  rank among the top ``k`` entries of the vocabulary here? With c_(k) the k-th largest cosine
+  of the *other* entries, ``r = sigmoid((c_q - c_(k)) / T)``: r > 0.5 exactly when the query
+  beats all but k - 1 of the others. ``k`` = :func:`vocabulary_top_k` (the top 0.5 % of the
+  vocabulary, at least 1: ImageNet's top-5 of 1000 classes; the best entry for a vocabulary
+  of under 300). A classifier spreads its belief over near-synonyms ("tabby", "tiger cat",
+  "Egyptian cat"), so the best entry alone, or a softmax share, would miss objects the model
+  plainly sees; an absent class ranks low everywhere and scores low. T is fitted on the
+  memory's training views (m3_core.memory.grounding), so that r is the probability that the
+  query ranks in the top k of the real 2D feature there. A query embedding that is not a
+  vocabulary row is compared with the k-th best row.
 
 :func:`relevancy_open` and :func:`relevancy_closed` are the plain definitions (the slow,
 obvious twins); :class:`RelevancyScorer` precomputes the query-independent part for a fixed
@@ -28,6 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from m3_core.errors import InvalidInputError
+from m3_core.memory.grounding import vocabulary_top_k
 
 DEFAULT_NEGATIVES: tuple[str, ...] = ("object", "things", "stuff", "texture")
 
@@ -74,25 +82,49 @@ def relevancy_open(
     return torch.sigmoid((pos[..., None] - neg) / temperature).amin(dim=-1)
 
 
+def kth_other(
+    cosines: torch.Tensor,  # [..., K]
+    query: torch.Tensor | int | None,  # [...] long, an entry index, or None (not an entry)
+    k: int,
+) -> torch.Tensor:  # [...]
+    """The k-th largest of ``cosines`` leaving out entry ``query`` (None: leave none out);
+    needs k + 1 entries when one is left out."""
+    vals, idx = cosines.topk(k + 1 if query is not None else k, dim=-1)  # [..., k (+1)]
+    if query is None:
+        return vals[..., k - 1]
+    q = torch.as_tensor(query, device=cosines.device)
+    inside = (idx[..., :k] == q[..., None]).any(dim=-1)
+    return torch.where(inside, vals[..., k], vals[..., k - 1])
+
+
 def relevancy_closed(
     features: torch.Tensor,  # [..., d]
     text: torch.Tensor,  # [d]
     vocabulary: torch.Tensor,  # [K, d]
     temperature: float = 0.1,
+    k: int | None = None,
 ) -> torch.Tensor:  # [...] in [0, 1]
-    """Softmax over the vocabulary (plus the query if it is not one of its rows)."""
+    """Top-k rank of the query among the vocabulary (module doc); ``k`` None: the default."""
     _check(features, text, vocabulary, "vocabulary")
     f = l2_normalize(features.float())
     t, v = l2_normalize(text.float()), l2_normalize(vocabulary.float())
-    if not _in_vocabulary(t, v):
-        v = torch.cat([v, t[None]], dim=0)  # [K + 1, d]
-    logits = (f @ v.T) / temperature  # [..., K]
-    return torch.exp((f @ t) / temperature - torch.logsumexp(logits, dim=-1)).clamp(0.0, 1.0)
+    k = vocabulary_top_k(v.shape[0]) if k is None else int(k)
+    row = _vocabulary_row(t, v)
+    _check_others(v.shape[0], row)
+    kth = kth_other(f @ v.T, row, k)  # [...]; a query that is no row: the k-th best row
+    return torch.sigmoid((f @ t - kth) / temperature)
 
 
-def _in_vocabulary(t: torch.Tensor, v: torch.Tensor, tol: float = 1e-5) -> bool:
-    """Whether unit vector ``t`` [d] is (numerically) one of the unit rows of ``v`` [K, d]."""
-    return bool((v @ t).max() >= 1.0 - tol)
+def _check_others(size: int, row: int | None) -> None:
+    if row is not None and size < 2:
+        raise InvalidInputError("a closed vocabulary of one entry cannot rank it: add entries")
+
+
+def _vocabulary_row(t: torch.Tensor, v: torch.Tensor, tol: float = 1e-5) -> int | None:
+    """The row of unit rows ``v`` [K, d] that unit vector ``t`` [d] (numerically) is."""
+    cos = v @ t
+    j = int(cos.argmax())
+    return j if float(cos[j]) >= 1.0 - tol else None
 
 
 class RelevancyScorer:
@@ -128,14 +160,21 @@ class RelevancyScorer:
         self.temperature = float(temperature)
         self.features = l2_normalize(features.float())  # [N, d]
         self.others = l2_normalize(others.float().to(features.device))  # [M or K, d]
-        parts = []
+        self.k = vocabulary_top_k(self.others.shape[0]) if self.closed else 0
+        n_top = min(self.k + 1, self.others.shape[0])
+        vals, idxs = [], []
         with torch.no_grad():
             for i in range(0, self.features.shape[0], chunk):
-                logits = self.features[i : i + chunk] @ self.others.T / self.temperature
-                # open: the negatives' scaled cosines [n, M]; closed: the vocabulary LSE [n]
-                parts.append(torch.logsumexp(logits, dim=-1) if self.closed else logits)
-        empty = (0,) if self.closed else (0, self.others.shape[0])
-        self._cached = torch.cat(parts) if parts else self.features.new_zeros(empty)
+                cos = self.features[i : i + chunk] @ self.others.T  # [n, M or K]
+                if self.closed:  # the k + 1 best entries per feature
+                    v, j = cos.topk(n_top, dim=-1)
+                    vals.append(v)
+                    idxs.append(j)
+                else:  # the negatives' scaled cosines
+                    vals.append(cos / self.temperature)
+        width = n_top if self.closed else self.others.shape[0]
+        self._cached = torch.cat(vals) if vals else self.features.new_zeros((0, width))
+        self._top_idx = torch.cat(idxs) if idxs else torch.zeros((0, width), dtype=torch.long)
         if half_queries is None:
             half_queries = self.features.device.type == "cpu"
         self._query_features = self.features.half() if half_queries else self.features
@@ -150,11 +189,13 @@ class RelevancyScorer:
         if text.shape != (d,):
             raise InvalidInputError(f"text embedding must be [{d}], got {tuple(text.shape)}")
         t = l2_normalize(text.float().to(self.features.device))
-        pos = (self._query_features @ t.to(self._query_features.dtype)).float()
-        pos = pos / self.temperature  # [N]
+        pos = (self._query_features @ t.to(self._query_features.dtype)).float()  # [N]
         if not self.closed:
-            return torch.sigmoid(pos[:, None] - self._cached).amin(dim=-1)
-        lse = self._cached
-        if not _in_vocabulary(t, self.others):
-            lse = torch.logaddexp(lse, pos)
-        return torch.exp(pos - lse).clamp(0.0, 1.0)
+            return torch.sigmoid(pos[:, None] / self.temperature - self._cached).amin(dim=-1)
+        row = _vocabulary_row(t, self.others)
+        _check_others(self.others.shape[0], row)
+        kth = self._cached[:, self.k - 1]  # the k-th best entry, else the (k + 1)-th
+        if row is not None:
+            inside = (self._top_idx[:, : self.k] == row).any(dim=-1)
+            kth = torch.where(inside, self._cached[:, self.k], kth)
+        return torch.sigmoid((pos - kth) / self.temperature)

@@ -29,6 +29,7 @@ def _dense_chunk(
     con: Tensor,  # [N, 3]
     op: Tensor,  # [N]
     col: Tensor,  # [N, D]
+    n_geo: int,
 ) -> tuple[Tensor, Tensor]:
     dx = xy[None, :, 0] - pix[:, None, 0]  # [P, N]
     dy = xy[None, :, 1] - pix[:, None, 1]
@@ -43,7 +44,10 @@ def _dense_chunk(
     one_minus = 1.0 - alpha
     t_after = torch.cumprod(one_minus, dim=-1)  # [P, N]
     t_before = torch.cat([torch.ones_like(t_after[:, :1]), t_after[:, :-1]], dim=-1)
-    out = (alpha * t_before) @ col  # [P, D]
+    weights = alpha * t_before  # [P, N]
+    out = weights @ col[:, :n_geo]  # [P, n_geo]
+    if n_geo < col.shape[1]:  # detached channels: the same weights, no geometry gradient
+        out = torch.cat([out, weights.detach() @ col[:, n_geo:]], dim=-1)  # [P, D]
     return out, t_after[:, -1] if t_after.shape[1] else torch.ones_like(pix[:, 0])
 
 
@@ -59,11 +63,14 @@ def composite_dense(
     tile_size: int = 16,
     *,
     pixel_chunk: int = 1024,
+    n_geo: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Brute-force composite -> (render [I, H, W, D], alphas [I, H, W, 1]) in colors.dtype."""
+    """Brute-force composite -> (render [I, H, W, D], alphas [I, H, W, 1]) in colors.dtype.
+    Channels from ``n_geo`` on get no geometry gradient (``composite``'s contract)."""
     out_dtype = colors.dtype
     f64 = torch.float64
     n_img, _, n_ch = colors.shape
+    n_geo = n_ch if n_geo is None else n_geo
     dev = colors.device
     tiles_x, tiles_y = tile_grid(width, height, tile_size)
     x0, x1, y0, y1 = tile_ranges(means2d, radii, tile_size, tiles_x, tiles_y)  # [I, N]
@@ -96,9 +103,9 @@ def composite_dense(
                 & (pty[sl, None] < ys1)
             )  # [p, n]
             if grad:
-                o, t = checkpoint(_dense_chunk, pix[sl], cover, *args, use_reentrant=False)
+                o, t = checkpoint(_dense_chunk, pix[sl], cover, *args, n_geo, use_reentrant=False)
             else:
-                o, t = _dense_chunk(pix[sl], cover, *args)
+                o, t = _dense_chunk(pix[sl], cover, *args, n_geo)
             outs.append(o)
             ts.append(t)
         renders.append(torch.cat(outs).reshape(height, width, n_ch))

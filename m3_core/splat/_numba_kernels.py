@@ -8,6 +8,8 @@ T (1 - alpha) <= 1e-4; colour += c alpha T. No background here.
 The backward pass walks back to front from the last contributing Gaussian, rebuilding T by
 dividing by (1 - alpha) as gsplat's CUDA backward does. Every tile writes its gradients into its
 own per-intersection slots (no atomics); the caller reduces them by Gaussian id.
+Channels from ``n_geo`` on are "detached": their gradient reaches only their colours, not the
+geometry (means2d, conics, opacities), as if rendered in a second pass with detached geometry.
 Arithmetic is done in float64 whatever the input dtype (T is kept in float64 between passes).
 ``prange`` runs over tiles; each tile copies its Gaussians into contiguous arrays first, and
 per pixel row keeps only those whose box (radii) covers the row; a pixel outside a Gaussian's
@@ -159,6 +161,7 @@ def composite_backward(
     last_ids,  # [I, H, W] int32 from the forward pass
     v_colors,  # [I, H, W, D] upstream gradient
     v_alphas,  # [I, H, W] upstream gradient
+    n_geo,  # channels [0, n_geo) move the geometry; the rest reach only their colours
     s_means2d,  # [M, 2] per-intersection slots (written)
     s_conics,  # [M, 3]
     s_opacities,  # [M]
@@ -212,10 +215,12 @@ def composite_backward(
                     T *= ra
                     fac = alpha * T
                     v_alpha = 0.0
-                    for d in range(n_ch):
+                    for d in range(n_geo):
                         a_col[k, d] += fac * vr[d]
                         v_alpha += (col[k, d] * T - buf[d] * ra) * vr[d]
                         buf[d] += col[k, d] * fac
+                    for d in range(n_geo, n_ch):
+                        a_col[k, d] += fac * vr[d]
                     v_alpha += t_final * ra * va
                     if raw <= ALPHA_MAX:
                         v_sigma = -raw * v_alpha

@@ -27,6 +27,7 @@ def _composite_chunk(
     con: Tensor,  # [t, L, 3]
     op: Tensor,  # [t, L]
     col: Tensor,  # [t, L, D]
+    n_geo: int,
 ) -> tuple[Tensor, Tensor]:
     dx = xy[:, None, :, 0] - pix[:, :, None, 0]  # [t, P, L]
     dy = xy[:, None, :, 1] - pix[:, :, None, 1]
@@ -43,7 +44,10 @@ def _composite_chunk(
     csum = torch.cumsum(log_1m, dim=-1)
     t_before = torch.exp(csum - log_1m)  # [t, P, L]
     weights = alpha * t_before
-    out = torch.einsum("tpl,tld->tpd", weights, col)  # [t, P, D]
+    out = torch.einsum("tpl,tld->tpd", weights, col[..., :n_geo])  # [t, P, n_geo]
+    if n_geo < col.shape[-1]:  # detached channels: the same weights, no geometry gradient
+        rest = torch.einsum("tpl,tld->tpd", weights.detach(), col[..., n_geo:])
+        out = torch.cat([out, rest], dim=-1)  # [t, P, D]
     t_final = torch.exp(csum[..., -1])  # [t, P]
     return out, t_final
 
@@ -59,9 +63,12 @@ def composite_torch(
     *,
     max_elems: int = 1 << 22,
     use_checkpoint: bool | None = None,
+    n_geo: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Composite front to back per tile -> (render [I, H, W, D], alphas [I, H, W, 1])."""
+    """Composite front to back per tile -> (render [I, H, W, D], alphas [I, H, W, 1]).
+    Channels from ``n_geo`` on get no geometry gradient (``composite``'s contract)."""
     n_img, n, n_ch = colors.shape
+    n_geo = n_ch if n_geo is None else n_geo
     ts, tx, ty = bins.tile_size, bins.tiles_x, bins.tiles_y
     n_px = ts * ts
     dev, dt = colors.device, colors.dtype
@@ -104,7 +111,7 @@ def composite_torch(
                 )
                 ids = torch.where(valid, bins.flatten_ids[pos], torch.zeros_like(pos))
                 args = (pix_tile[tiles % bins.n_tiles], valid)
-                args += (xy_f[ids], con_f[ids], op_f[ids], col_f[ids])
+                args += (xy_f[ids], con_f[ids], op_f[ids], col_f[ids], n_geo)
                 if use_checkpoint:
                     out, t_fin = checkpoint(_composite_chunk, *args, use_reentrant=False)
                 else:

@@ -4,7 +4,10 @@
   the fast CPU path. First call JIT-compiles (a few s per dtype), cached on disk afterwards.
 - "torch": the pure-torch tile twin (``_torch_impl``), plain autograd.
 - "dense": the float64 brute-force reference (``_dense``), plain autograd, slow.
-All follow gsplat's rules and add no background.
+All follow gsplat's rules and add no background. ``n_geo`` (default: every channel) splits the
+channels: those from ``n_geo`` on are rendered with the same weights but their gradient reaches
+only their colours, never the geometry (means2d, conics, opacities): one pass that gives what
+a second pass with detached geometry would.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class _NumbaComposite(torch.autograd.Function):
         bins: TileBins,
         width: int,
         height: int,
+        n_geo: int,
     ) -> tuple[Tensor, Tensor]:
         from m3_core.splat import _numba_kernels as nk
 
@@ -69,6 +73,7 @@ class _NumbaComposite(torch.autograd.Function):
         ctx.arrays = arrays
         ctx.out_t, ctx.last = out_t, last
         ctx.shapes = (n_img, n, n_ch, colors.dtype, colors.device)
+        ctx.n_geo = n_geo
         render = torch.from_numpy(out).to(dtype=colors.dtype, device=colors.device)
         alphas = torch.from_numpy(1.0 - out_t).to(dtype=colors.dtype, device=colors.device)
         return render, alphas[..., None]
@@ -84,11 +89,13 @@ class _NumbaComposite(torch.autograd.Function):
         big = arrays[6].dtype  # colors' numpy dtype
         vr = _np(v_render, big) if v_render is not None else np.zeros(shape + (n_ch,), big)
         va = _np(v_alphas[..., 0]) if v_alphas is not None else np.zeros(shape)
-        s_xy = np.zeros((m, 2))
-        s_con = np.zeros((m, 3))
-        s_op = np.zeros(m)
-        s_col = np.zeros((m, n_ch), dtype=big)
-        nk.composite_backward(*arrays, ctx.out_t, ctx.last, vr, va, s_xy, s_con, s_op, s_col)
+        s_xy = np.empty((m, 2))  # every slot is written: no zeroing
+        s_con = np.empty((m, 3))
+        s_op = np.empty(m)
+        s_col = np.empty((m, n_ch), dtype=big)
+        nk.composite_backward(
+            *arrays, ctx.out_t, ctx.last, vr, va, ctx.n_geo, s_xy, s_con, s_op, s_col
+        )
         ids = torch.from_numpy(arrays[1]).to(device)
 
         def reduce(slots: np.ndarray, tail: tuple[int, ...]) -> Tensor:
@@ -102,6 +109,7 @@ class _NumbaComposite(torch.autograd.Function):
             reduce(s_con, (3,)),
             reduce(s_op, ()),
             reduce(s_col, (n_ch,)),
+            None,
             None,
             None,
             None,
@@ -120,20 +128,28 @@ def composite(
     width: int,
     height: int,
     backend: str = "numba",
+    n_geo: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Alpha-composite front to back -> (render [I, H, W, D], alphas [I, H, W, 1])."""
+    n_ch = colors.shape[-1]
+    n_geo = n_ch if n_geo is None else int(n_geo)
+    if not 0 <= n_geo <= n_ch:
+        raise ValueError(f"n_geo must be in 0..{n_ch}, got {n_geo}")
     if backend == "numba":
         return _NumbaComposite.apply(
-            means2d, conics, opacities, colors, radii, bins, width, height
+            means2d, conics, opacities, colors, radii, bins, width, height, n_geo
         )
     if backend == "torch":
         from m3_core.splat._torch_impl import composite_torch
 
-        return composite_torch(means2d, conics, opacities, colors, bins, width, height)
+        return composite_torch(
+            means2d, conics, opacities, colors, bins, width, height, n_geo=n_geo
+        )
     if backend == "dense":
         from m3_core.splat._dense import composite_dense
 
         return composite_dense(
-            means2d, conics, opacities, colors, radii, depths, width, height, bins.tile_size
-        )
+            means2d, conics, opacities, colors, radii, depths, width, height, bins.tile_size,
+            n_geo=n_geo,
+        )  # fmt: skip
     raise ValueError(f"unknown compositing backend {backend!r}; expected one of {BACKENDS}")

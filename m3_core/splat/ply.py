@@ -10,6 +10,7 @@ the ParameterDict (see ``gaussians.py``). Files are written atomically.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,14 @@ def _cols(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(n)]
 
 
-def save_ply(params: torch.nn.ParameterDict | dict[str, torch.Tensor], path: str | Path) -> None:
-    """Write Gaussians (keys of ``gaussians.PARAM_KEYS``; "queries" optional) to ``path``."""
+def save_ply(
+    params: torch.nn.ParameterDict | dict[str, torch.Tensor],
+    path: str | Path,
+    *,
+    comments: Sequence[str] = (),
+) -> None:
+    """Write Gaussians (keys of ``gaussians.PARAM_KEYS``; "queries" optional) to ``path``;
+    ``comments`` become ``comment`` lines of the header (one line each)."""
     p = {k: v.detach().cpu().float() for k, v in params.items()}
     n = p["means"].shape[0]
     sh_n = p.get("shN", torch.zeros(n, 0, 3))
@@ -46,7 +53,8 @@ def save_ply(params: torch.nn.ParameterDict | dict[str, torch.Tensor], path: str
     for i, name in enumerate(names):
         vertex[name] = data[:, i]
     with atomic_path(path) as tmp:
-        PlyData([PlyElement.describe(vertex, "vertex")]).write(str(tmp))
+        ply = PlyData([PlyElement.describe(vertex, "vertex")], comments=list(comments))
+        ply.write(str(tmp))
 
 
 def load_ply(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.ParameterDict:

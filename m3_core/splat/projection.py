@@ -11,13 +11,18 @@ Conventions (same as gsplat 1.5.3's fused CUDA projection):
 - Radius per axis = ceil(extend * sqrt(cov2d_ii)), extend = min(3.33, sqrt(2 ln(255 opacity)))
   (gsplat's opacity-aware bound; 3.33 when ``opacities`` is None).
 - Culled entries have zero means2d / depths / conics (and zero gradient), like gsplat.
+
+``backend="numba"`` runs the same rules in a compiled kernel with a hand-written backward
+(``_numba_projection``; float64 arithmetic, no gradient to viewmats / Ks); "torch" is the
+differentiable twin it is tested against, and the one used when viewmats or Ks need a gradient.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,6 +63,56 @@ def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
     return m @ m.transpose(-1, -2)
 
 
+class _NumbaProjection(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        means: Tensor,  # [N, 3]
+        quats: Tensor,  # [N, 4]
+        scales: Tensor,  # [N, 3]
+        opacities: Tensor | None,  # [N]
+        viewmats: Tensor,  # [C, 4, 4]
+        Ks: Tensor,  # [C, 3, 3]
+        args: tuple,  # (width, height, near_plane, far_plane, eps2d, radius_clip)
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        from m3_core.splat import _numba_projection as npj
+
+        width, height, near, far, eps2d, radius_clip = args
+        c, n = viewmats.shape[0], means.shape[0]
+        arr = [_f64(t) for t in (means, quats, scales)]
+        op = _f64(opacities) if opacities is not None else np.zeros(0)
+        cams = (_f64(viewmats), _f64(Ks))
+        xy, depth = np.empty((c, n, 2)), np.empty((c, n))
+        conic, radii = np.empty((c, n, 3)), np.empty((c, n, 2), dtype=np.int32)
+        npj.project_forward(
+            *arr, op, opacities is not None, *cams, width, height, near, far, eps2d,
+            radius_clip, xy, depth, conic, radii,
+        )  # fmt: skip
+        ctx.arrays = (*arr, *cams, width, height, eps2d, radii)
+        ctx.like = means
+        ctx.mark_non_differentiable(radii_t := torch.from_numpy(radii).to(means.device))
+        return (*(_back(a, means) for a in (xy, depth, conic)), radii_t)
+
+    @staticmethod
+    def backward(ctx: Any, v_xy: Tensor, v_depth: Tensor, v_conic: Tensor, _v_radii: Any):  # noqa: ANN205
+        from m3_core.splat import _numba_projection as npj
+
+        means, quats, scales = ctx.arrays[:3]
+        n = means.shape[0]
+        grads = np.empty((n, 3)), np.empty((n, 4)), np.empty((n, 3))
+        npj.project_backward(*ctx.arrays, _f64(v_xy), _f64(v_depth), _f64(v_conic), *grads)
+        g_m, g_q, g_s = (_back(g, ctx.like) for g in grads)
+        return g_m, g_q, g_s, None, None, None, None
+
+
+def _f64(t: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+
+def _back(a: np.ndarray, like: Tensor) -> Tensor:
+    return torch.from_numpy(a).to(dtype=like.dtype, device=like.device)
+
+
 def project_gaussians(
     means: Tensor,  # [N, 3]
     quats: Tensor,  # [N, 4]
@@ -72,8 +127,16 @@ def project_gaussians(
     far_plane: float = 1e10,
     eps2d: float = 0.3,
     radius_clip: float = 0.0,
+    backend: str = "torch",
 ) -> Projection:
     """Project Gaussians into every camera (see module docstring for the exact rules)."""
+    if backend == "numba" and not (viewmats.requires_grad or Ks.requires_grad):
+        args = (int(width), int(height), float(near_plane), float(far_plane), float(eps2d),
+                float(radius_clip))  # fmt: skip
+        return Projection(*_NumbaProjection.apply(means, quats, scales, opacities, viewmats,
+                                                  Ks, args))  # fmt: skip
+    if backend not in ("torch", "numba"):
+        raise ValueError(f"unknown projection backend {backend!r}; expected 'torch' or 'numba'")
     rot = viewmats[:, None, :3, :3]  # [C, 1, 3, 3]
     trans = viewmats[:, None, :3, 3]  # [C, 1, 3]
     mean_c = (rot @ means[None, :, :, None])[..., 0] + trans  # [C, N, 3]

@@ -1,10 +1,19 @@
 """``rasterize``: one API mirroring ``gsplat.rasterization`` (gsplat 1.5.3, packed=False).
 
 On CUDA tensors (backend "auto" or "gsplat") the call goes to ``gsplat.rasterization``; on CPU
-the projection is differentiable torch (``projection.py``), tiles are binned in torch
-(``tiles.py``) and compositing runs in a compiled numba kernel ("numba", the default on CPU) or
-its pure-torch twin ("torch"); "dense" is the slow float64 reference. Inputs are activated
-parameters: quats in any scale (normalised here), scales (not log), opacities in [0, 1].
+"numba" (the default) projects, bins and composites in compiled kernels, "torch" is the
+pure-torch twin of all three, "dense" the slow float64 reference compositor (torch projection
+and binning). ``geometry_backend`` picks projection + binning apart from compositing ("torch"
+with backend "numba" is the previous, slower pipeline, kept for benchmarks). Inputs are
+activated parameters: quats in any scale (normalised here), scales (not log), opacities in
+[0, 1].
+
+Beyond gsplat: ``detach_channels=k`` renders the last k channels of ``colors`` in the same pass
+but lets their gradient reach only those colours, never the geometry (means, quats, scales,
+opacities): M3's released rasterizer, where the feature loss trains the queries only. On CPU
+this is one pass (the kernels split the channels); on CUDA a second gsplat call with detached
+geometry. ``check_values=False`` skips the finiteness scan of every input (shapes are always
+checked): for a training loop whose parameters were checked when loaded.
 
 ``meta`` follows gsplat's unpacked layout so ``gsplat.DefaultStrategy`` works on CPU tensors:
 "means2d" [C, N, 2] (a non-leaf on the graph: ``retain_grad()`` gives the screen-space
@@ -51,6 +60,8 @@ def _validate(
     backgrounds: Tensor | None,
     tile_size: int,
     backend: str,
+    detach_channels: int,
+    check_values: bool,
 ) -> None:
     _check(
         means.dim() == 2 and means.shape[1] == 3, f"means must be [N, 3], got {tuple(means.shape)}"
@@ -87,8 +98,14 @@ def _validate(
             ok and colors.shape[-1] == 3 and colors.shape[-2] >= k,
             f"SH colors must be [{n}, K>={k}, 3] or [{c}, {n}, K, 3], got {tuple(colors.shape)}",
         )
+    d = 3 if sh_degree is not None else colors.shape[-1]
+    _check(
+        0 <= detach_channels <= d
+        and (detach_channels == 0 or (render_mode not in ("D", "ED") and sh_degree is None)),
+        f"detach_channels must be in 0..{d} (0 with SH colours or depth-only modes), "
+        f"got {detach_channels}",
+    )
     if backgrounds is not None:
-        d = 3 if sh_degree is not None else colors.shape[-1]
         _check(
             backgrounds.shape == (c, d),
             f"backgrounds must be [{c}, {d}], got {tuple(backgrounds.shape)}",
@@ -97,8 +114,50 @@ def _validate(
                     ("opacities", opacities), ("colors", colors), ("viewmats", viewmats),
                     ("Ks", Ks)):  # fmt: skip
         _check(t.is_floating_point(), f"{name} must be a floating-point tensor")
-        _check(bool(torch.isfinite(t).all()), f"{name} contains NaN or infinite values")
         _check(t.device == means.device, f"{name} is on {t.device}, means on {means.device}")
+        if check_values:
+            _check(bool(torch.isfinite(t).all()), f"{name} contains NaN or infinite values")
+
+
+def _add_background(
+    render: Tensor, alphas: Tensor, backgrounds: Tensor, render_mode: str, k: int
+) -> Tensor:
+    """render + (1 - alpha) bg; the last k colour channels see a detached alpha."""
+    bg = backgrounds  # [C, D]
+    if render_mode in ("D", "ED"):
+        return render
+    d = bg.shape[-1]
+    out = render[..., :d] + (1.0 - alphas) * bg[:, None, None, :]
+    if k:
+        rest = render[..., d - k : d] + (1.0 - alphas.detach()) * bg[:, None, None, d - k :]
+        out = torch.cat([out[..., : d - k], rest], dim=-1)
+    return torch.cat([out, render[..., d:]], dim=-1)
+
+
+def _gsplat(
+    means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+    viewmats: Tensor, Ks: Tensor, width: int, height: int, k: int, *,
+    backgrounds: Tensor | None, **kw: Any,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:  # fmt: skip
+    """gsplat.rasterization; the last k colour channels (k > 0) in a second call with
+    detached geometry (unverified here: this project's machines have no GPU)."""
+    import gsplat
+
+    d, bg = colors.shape[-1], backgrounds
+    render, alphas, meta = gsplat.rasterization(
+        means, quats, scales, opacities, colors[..., : d - k], viewmats, Ks, width, height,
+        backgrounds=None if bg is None else bg[..., : d - k], packed=False, **kw,
+    )  # fmt: skip
+    if k:
+        rest, _, _ = gsplat.rasterization(
+            means.detach(), quats.detach(), scales.detach(), opacities.detach(),
+            colors[..., d - k :], viewmats, Ks, width, height,
+            backgrounds=None if bg is None else bg[..., d - k :], packed=False,
+            **{**kw, "render_mode": "RGB"},
+        )  # fmt: skip
+        render = torch.cat([render[..., : d - k], rest, render[..., d - k :]], dim=-1)
+    meta["backend"] = "gsplat"
+    return render, alphas, meta
 
 
 def rasterize(
@@ -121,6 +180,9 @@ def rasterize(
     eps2d: float = 0.3,
     radius_clip: float = 0.0,
     backend: str = "auto",
+    detach_channels: int = 0,
+    check_values: bool = True,
+    geometry_backend: str = "auto",
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """Render C images -> (colors [C, H, W, D(+1)], alphas [C, H, W, 1], meta).
 
@@ -128,31 +190,32 @@ def rasterize(
     "RGB+D"/"RGB+ED" append it as the last channel; with ``sh_degree`` colours are
     max(eval_sh(dirs) + 0.5, 0) with dirs from the camera centre to the means. No background
     unless ``backgrounds`` is given (then colour += (1 - alpha) * background).
-    Raises InvalidInputError on malformed shapes or non-finite inputs.
+    Raises InvalidInputError on malformed shapes or (``check_values``) non-finite inputs.
     """
+    k = int(detach_channels)
     _validate(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
-        render_mode, backgrounds, tile_size, backend,
+        render_mode, backgrounds, tile_size, backend, k, check_values,
     )  # fmt: skip
+    _check(geometry_backend in ("auto", "numba", "torch"), "geometry_backend: auto|numba|torch")
     width, height = int(width), int(height)
     if backend == "gsplat" or (backend == "auto" and means.is_cuda):
-        import gsplat
-
-        render, alphas, meta = gsplat.rasterization(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+        return _gsplat(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height, k,
             near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
             render_mode=render_mode, backgrounds=backgrounds, tile_size=tile_size,
-            eps2d=eps2d, radius_clip=radius_clip, packed=False,
+            eps2d=eps2d, radius_clip=radius_clip,
         )  # fmt: skip
-        meta["backend"] = "gsplat"
-        return render, alphas, meta
     if backend == "auto":
         backend = "numba"
+    if geometry_backend == "auto":
+        geometry_backend = "numba" if backend == "numba" else "torch"
 
     n_cam, n = viewmats.shape[0], means.shape[0]
     proj = project_gaussians(
         means, quats, scales, opacities, viewmats, Ks, width, height,
         near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, radius_clip=radius_clip,
+        backend=geometry_backend,
     )  # fmt: skip
     if sh_degree is None:
         feats = colors if colors.dim() == 3 else colors[None].expand(n_cam, -1, -1)
@@ -161,26 +224,29 @@ def rasterize(
         dirs = means[None] - campos[:, None]  # [C, N, 3]
         shs = colors if colors.dim() == 4 else colors[None].expand(n_cam, -1, -1, -1)
         feats = torch.clamp_min(eval_sh(sh_degree, shs, dirs) + 0.5, 0.0)  # [C, N, 3]
-    if render_mode in ("RGB+D", "RGB+ED"):
-        feats = torch.cat([feats, proj.depths[..., None].to(feats.dtype)], dim=-1)
+    g = feats.shape[-1] - k  # colour channels that move the geometry
+    if render_mode in ("RGB+D", "RGB+ED"):  # depth joins the geometry channels: [g, z, k]
+        z = proj.depths[..., None].to(feats.dtype)
+        feats = torch.cat([feats[..., :g], z, feats[..., g:]], dim=-1)
+        g += 1
     elif render_mode in ("D", "ED"):
         feats = proj.depths[..., None].to(feats.dtype)
+        g = 1
     opac = opacities[None].expand(n_cam, n)  # [C, N]
 
-    bins = bin_gaussians(proj.means2d, proj.radii, proj.depths, width, height, tile_size)
+    bins = bin_gaussians(
+        proj.means2d, proj.radii, proj.depths, width, height, tile_size, backend=geometry_backend
+    )
     render, alphas = composite(
         proj.means2d, proj.conics, opac, feats, bins, proj.radii, proj.depths, width, height,
-        backend,
+        backend, n_geo=g,
     )  # fmt: skip
+    if k and render_mode in ("RGB+D", "RGB+ED"):  # back to gsplat's order [colours, z]
+        render = torch.cat([render[..., : g - 1], render[..., g:], render[..., g - 1 : g]], -1)
     if render_mode in ("ED", "RGB+ED"):
         render = torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp(min=1e-10)], -1)
     if backgrounds is not None:
-        bg = backgrounds
-        if render_mode in ("RGB+D", "RGB+ED"):
-            bg = torch.cat([bg, torch.zeros_like(bg[:, :1])], dim=-1)
-        elif render_mode in ("D", "ED"):
-            bg = torch.zeros_like(bg[:, :1])
-        render = render + (1.0 - alphas) * bg[:, None, None, :]
+        render = _add_background(render, alphas, backgrounds, render_mode, k)
 
     meta: dict[str, Any] = {
         "batch_ids": None,

@@ -5,12 +5,15 @@ ceil((u + rx)/ts)) x [floor((v - ry)/ts), ceil((v + ry)/ts)), clamped to the gri
 gsplat's ``isect_tiles``. Inside a tile the list is sorted by depth, ties by Gaussian index
 (gsplat's stable radix sort). The result is CSR: ``offsets`` [I * T + 1] into ``flatten_ids``,
 where I = images, T = tiles per image, and ``flatten_ids`` index the flattened [I * N] arrays.
+``backend="numba"`` counts and fills the lists in a compiled loop (``_numba_projection``);
+"torch" is the vectorised twin (argsort over all intersections) it is tested against.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -60,8 +63,9 @@ def bin_gaussians(
     width: int,
     height: int,
     tile_size: int = 16,
+    backend: str = "torch",
 ) -> TileBins:
-    """Build the per-tile, depth-sorted intersection lists (vectorised torch, no grad)."""
+    """Build the per-tile, depth-sorted intersection lists (no grad)."""
     n_img, n = depths.shape
     tiles_x, tiles_y = tile_grid(width, height, tile_size)
     n_tiles = tiles_x * tiles_y
@@ -69,6 +73,21 @@ def bin_gaussians(
     nx, ny = (x1 - x0).clamp_min(0), (y1 - y0).clamp_min(0)
     counts = (nx * ny).reshape(-1)  # [I * N]
     dev = depths.device
+    if backend == "numba":
+        from m3_core.splat._numba_projection import bin_tiles
+
+        offsets = np.empty(n_img * n_tiles + 1, dtype=np.int64)
+        flat = np.empty(int(counts.sum()), dtype=np.int64)
+        rects = [t.cpu().numpy() for t in (x0, x1, y0, y1)]
+        bin_tiles(*rects, depths.detach().cpu().numpy(), n_tiles, tiles_x, offsets, flat)
+        return TileBins(
+            offsets=torch.from_numpy(offsets).to(dev),
+            flatten_ids=torch.from_numpy(flat).to(dev),
+            tiles_per_gauss=counts.reshape(n_img, n).to(torch.int32),
+            tile_size=tile_size,
+            tiles_x=tiles_x,
+            tiles_y=tiles_y,
+        )
 
     # global Gaussian order: by image, then depth (stable: ties by index)
     depth_order = torch.argsort(depths.detach().reshape(n_img, n), dim=1, stable=True)

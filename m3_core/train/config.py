@@ -94,6 +94,8 @@ class TrainConfig:
     ssim_lambda: float = 0.2  # L = (1 - l) L1 + l (1 - SSIM)
     feature_weight: float = 0.5
     feature_samples: int = 2000  # pixels per model per image
+    # views per step (the loss is their mean); under torchrun split over the processes
+    views_per_step: int = 1
     depth_weight: float = 0.0  # L1 on expected depth where the dataset has depth; 0 = off
     random_background: bool = False
     detach_query_geometry: bool = True  # feature loss trains queries only (released M3)
@@ -104,17 +106,27 @@ class TrainConfig:
     init_points: int = 100_000  # cap on initial Gaussians (depth/COLMAP/random)
     init_opacity: float = 0.1
     psc_max_inputs: int | None = 200_000  # random subsample before Algorithm 1 (O(n^2))
+    # bank rows per model: above it the PSC threshold is lowered until the bank fits
+    # (m3_core.memory.psc_cap); noisy features otherwise keep most rows (13.7k of 18k)
+    psc_max_rows: int | None = 2048
     optim: OptimConfig = field(default_factory=OptimConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     save_every: int = 2000  # resumable checkpoint period (steps); 0 = only at the end
+    keep_train_state: bool = False  # keep the optimizer state once finished (to train on later)
     eval_every: int = 0  # test-view PSNR period for progress reports; 0 = only at the end
     backend: str = "auto"  # rasterizer backend
+    # one render pass, compiled projection + binning, separable SSIM, fused Adam, grid_sample
+    # feature sampling; False: their slow twins (the "before" of benchmarks/bench_training.py)
+    fast_step: bool = True
+    preset: str = ""  # how the schedule was chosen (saved with the memory); "" = by hand
 
     def __post_init__(self) -> None:
         if self.iterations < 0:
             raise InvalidInputError("iterations must be >= 0")
         if self.feature_samples <= 0:
             raise InvalidInputError("feature_samples must be positive")
+        if self.views_per_step < 1:
+            raise InvalidInputError("views_per_step must be >= 1")
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise InvalidInputError(f"duplicate features {names}")
@@ -141,3 +153,56 @@ class TrainConfig:
         )
         base.update(overrides)
         return TrainConfig(**base)
+
+    @staticmethod
+    def sized_for(on: str, n_frames: int, width: int, height: int, **overrides) -> TrainConfig:
+        """The default of ``m3 train`` without ``--preset``: a schedule sized to the device
+        type ``on`` ("cpu" | "cuda") and the dataset (:func:`sized_schedule`); ``overrides``
+        (``device`` among them: the one to train on) win over it."""
+        base, why = sized_schedule(on, n_frames, width, height)
+        mine = [f"{k} {overrides[k]}" for k in ("iterations", "init_points") if k in overrides]
+        if mine:
+            why += f" (given: {', '.join(mine)})"
+        base.update(overrides)
+        base.setdefault("preset", why)
+        return TrainConfig(**base)
+
+
+SMALL_PIXELS = 160 * 120  # the image size the small preset was tuned on (bench_training)
+
+
+def sized_schedule(device: str, n_frames: int, width: int, height: int) -> tuple[dict, str]:
+    """(TrainConfig fields, one-line reason) for ``n_frames`` training images of width x height
+    on ``device`` ("cpu", "cuda", "cuda:N"; resolve "auto" first). Pure: no I/O.
+
+    - CUDA: the paper schedule (30k steps, up to 100k initial Gaussians): minutes on a GPU.
+    - CPU: the small preset's schedule, scaled. Steps: 17 per training frame (the small
+      preset: 1000 for 60 frames), rounded up to 100, within [1000, 5000]. Initial Gaussians:
+      20k at 160x120, growing with the square root of the pixel count, within [20k, 60k].
+      Densification from 30 % to 80 % of the steps, a checkpoint every quarter.
+    """
+    if n_frames < 1 or width < 1 or height < 1:
+        raise InvalidInputError(f"cannot size a schedule for {n_frames} frames {width}x{height}")
+    scene = f"{n_frames} frames {width}x{height}"
+    if str(device).startswith("cuda"):
+        return {}, f"auto: {device}, {scene} -> the paper schedule (30000 steps)"
+    steps = min(max(-(-17 * n_frames // 100) * 100, 1000), 5000)
+    points = int(min(max(20_000 * (width * height / SMALL_PIXELS) ** 0.5, 20_000), 60_000))
+    points = -(-points // 1000) * 1000
+    fields = dict(
+        iterations=steps,
+        sh_degree=1,
+        sh_degree_interval=steps // 2,
+        depth_weight=0.1,
+        init_points=points,
+        densify=DensifyConfig(
+            grow_grad2d=6e-4,  # see small_scene
+            refine_start_iter=int(0.3 * steps),
+            refine_stop_iter=int(0.8 * steps),
+            reset_every=100_000,
+            refine_every=100,
+        ),
+        save_every=max(steps // 4, 100),
+    )
+    why = f"auto: cpu, {scene} -> {steps} steps, {points} initial Gaussians"
+    return fields, why

@@ -4,30 +4,75 @@ Feature loss (M3): at ``n`` random normalised pixel locations per model per imag
 full-resolution rendered query map and the low-resolution ground-truth feature grid bilinearly
 at the SAME coordinates, decode the query samples with GMA, and take mean(1 - cos) + MSE over
 the samples whose ground truth is not all zero.
+
+Fast paths and their slow twins (``fast=False``; tests compare them): SSIM through the separable
+1-D Gaussian as two banded matrix products instead of torchmetrics' 11x11 convolution (the
+same numbers), and bilinear
+sampling through ``F.grid_sample`` instead of ``m3_core.data.sample_bilinear``'s row gathers.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+SSIM_SIZE, SSIM_SIGMA = 11, 1.5  # torchmetrics' defaults: 11 taps, sigma 1.5
+SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # (k data_range)^2 with data_range 1
 
-def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SSIM of two images [H, W, 3] in [0, 1] (11x11 Gaussian window, sigma 1.5)."""
+
+def ssim_reference(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM of two images [H, W, 3] in [0, 1] by torchmetrics (11x11 Gaussian window, sigma 1.5,
+    reflect padding): the slow twin of :func:`ssim`."""
     p = pred.permute(2, 0, 1)[None]  # [1, 3, H, W]
     t = target.permute(2, 0, 1)[None]
     return structural_similarity_index_measure(p, t, data_range=1.0)
 
 
+@functools.lru_cache(maxsize=16)
+def _band(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[n + 10, n] banded matrix: x_padded @ band = the 11-tap Gaussian filter along x."""
+    x = torch.arange(SSIM_SIZE, dtype=torch.float64) - (SSIM_SIZE - 1) / 2
+    g = torch.exp(-0.5 * (x / SSIM_SIGMA) ** 2)
+    g = g / g.sum()  # [11], torchmetrics' normalised 1-D Gaussian
+    band = torch.zeros(n + SSIM_SIZE - 1, n, dtype=torch.float64)
+    cols = torch.arange(n)
+    for k in range(SSIM_SIZE):
+        band[cols + k, cols] = g[k]
+    return band.to(dtype=dtype, device=device)
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM of two images [H, W, 3] in [0, 1]: torchmetrics' definition (see
+    :func:`ssim_reference`), the separable window applied as two banded matrix products
+    (on CPU much faster than a convolution of single-channel maps, also backward)."""
+    pad = SSIM_SIZE // 2
+    h, w = pred.shape[:2]
+    p = F.pad(pred.permute(2, 0, 1)[None], (pad,) * 4, mode="reflect")[0]  # [3, H+10, W+10]
+    t = F.pad(target.permute(2, 0, 1)[None], (pad,) * 4, mode="reflect")[0]
+    maps = torch.cat([p, t, p * p, t * t, p * t])  # [15, H+10, W+10]
+    x = maps @ _band(w, pred.dtype, pred.device)  # [15, H+10, W]
+    x = _band(h, pred.dtype, pred.device).T @ x  # [15, H, W]
+    mu_p, mu_t, e_pp, e_tt, e_pt = x.reshape(5, 3, h, w)
+    mu_pp, mu_tt, mu_pt = mu_p * mu_p, mu_t * mu_t, mu_p * mu_t
+    var_p = torch.clamp(e_pp - mu_pp, min=0.0)
+    var_t = torch.clamp(e_tt - mu_tt, min=0.0)
+    cov = e_pt - mu_pt
+    num = (2 * mu_pt + SSIM_C1) * (2 * cov + SSIM_C2)
+    return (num / ((mu_pp + mu_tt + SSIM_C1) * (var_p + var_t + SSIM_C2))).mean()
+
+
 def photometric_loss(
-    pred: torch.Tensor, target: torch.Tensor, ssim_lambda: float = 0.2
+    pred: torch.Tensor, target: torch.Tensor, ssim_lambda: float = 0.2, *, fast: bool = True
 ) -> torch.Tensor:
     """(1 - lambda) L1 + lambda (1 - SSIM) on images [H, W, 3]."""
     l1 = (pred - target).abs().mean()
     if ssim_lambda == 0:
         return l1
-    return (1.0 - ssim_lambda) * l1 + ssim_lambda * (1.0 - ssim(pred, target))
+    s = ssim(pred, target) if fast else ssim_reference(pred, target)
+    return (1.0 - ssim_lambda) * l1 + ssim_lambda * (1.0 - s)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -53,17 +98,35 @@ def sample_uv(n: int, generator: torch.Generator | None, device: torch.device) -
     return torch.rand(n, 2, generator=generator).to(device)
 
 
+def sample_grid(grid: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples [P, D] of grid [h, w, D] at normalised uv [P, 2] (u along the width):
+    ``sample_bilinear``'s convention (texel centres, border clamp) through ``F.grid_sample``
+    (float32 for half-precision grids). Differentiable in the grid."""
+    g = grid.float() if grid.dtype in (torch.float16, torch.bfloat16) else grid
+    xy = (2.0 * uv - 1.0).to(g.dtype).reshape(1, 1, -1, 2)  # [1, 1, P, 2]
+    out = F.grid_sample(
+        g.permute(2, 0, 1)[None], xy, mode="bilinear", padding_mode="border", align_corners=False
+    )  # [1, D, 1, P]
+    return out[0, :, 0].T
+
+
 def feature_loss(
     query_map: torch.Tensor,  # [H, W, s_m] this model's slice of the rendered queries
     gt_grid: torch.Tensor,  # [h, w, d_m] ground-truth features
     decode,  # callable [P, s_m] -> [P, d_m] (GMA)
     uv: torch.Tensor,  # [P, 2] normalised coordinates
+    *,
+    fast: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """M3's point-sampled feature loss for one model and one image: (1 - cos) + MSE."""
-    from m3_core.data.features import sample_bilinear
+    if fast:
+        q = sample_grid(query_map, uv)  # [P, s_m]
+        gt = sample_grid(gt_grid.to(query_map.device), uv).float()  # [P, d_m]
+    else:
+        from m3_core.data.features import sample_bilinear
 
-    q = sample_bilinear(query_map, uv)  # [P, s_m]
-    gt = sample_bilinear(gt_grid.to(query_map.device, torch.float32), uv)  # [P, d_m]
+        q = sample_bilinear(query_map, uv)
+        gt = sample_bilinear(gt_grid.to(query_map.device, torch.float32), uv)
     pred = decode(q)  # [P, d_m]
     cos_d, mse = feature_distance(pred, gt)
     return cos_d + mse, {"cos": float(cos_d.detach()), "mse": float(mse.detach())}

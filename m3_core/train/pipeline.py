@@ -8,9 +8,11 @@ there in the precomputed format.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from m3_core.io import first_missing_folder
 from m3_core.train.config import TrainConfig
 from m3_core.train.trainer import Progress, Trainer, TrainResult
 
@@ -47,30 +49,63 @@ def ensure_features(
         )
 
 
+def sized_config(dataset, overrides: dict) -> TrainConfig:
+    """``TrainConfig.sized_for`` the dataset's training frames and image size, on the device
+    ``overrides["device"]`` ("auto" resolved here); the overrides win."""
+    from m3_core.errors import InvalidInputError
+    from m3_core.train.trainer import resolve_device
+
+    ids = list(dataset.train_indices)
+    if not ids:
+        raise InvalidInputError(f"dataset {dataset.root} has no training frames")
+    cam = dataset.frames[ids[0]].camera
+    device = resolve_device(overrides.get("device", "auto")).type
+    return TrainConfig.sized_for(device, len(ids), cam.width, cam.height, **overrides)
+
+
 def train_memory(
     data: str | Path,
-    cfg: TrainConfig,
+    cfg: TrainConfig | dict,
     out_dir: str | Path,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     *,
     weights_dir: str | None = None,
     incremental: bool = False,
+    on_config: Callable[[TrainConfig], None] | None = None,
 ) -> TrainResult:
+    """Extract missing features and train into ``out_dir``. A run that fails before its first
+    checkpoint leaves nothing behind: the folders it created are removed.
+
+    ``cfg`` may be a dict instead: the overrides of a schedule sized to the dataset and the
+    device (:func:`sized_config`). ``on_config`` sees the resolved config before training."""
     from m3_core.data import load_dataset
 
     on_progress = on_progress or (lambda p: None)
     should_stop = should_stop or (lambda: False)
-    dataset = load_dataset(data, max_size=tuple(cfg.max_image_size))
-    ensure_features(
-        dataset, cfg, weights_dir=weights_dir, on_progress=on_progress, should_stop=should_stop
-    )
-    trainer = Trainer(
-        dataset,
-        cfg,
-        out_dir,
-        on_progress=on_progress,
-        should_stop=should_stop,
-        incremental=incremental,
-    )
-    return trainer.run()
+    created = first_missing_folder(out_dir)
+    try:
+        over = cfg if isinstance(cfg, dict) else {}
+        max_size = over.get("max_image_size", getattr(cfg, "max_image_size", None))
+        max_size = max_size or TrainConfig().max_image_size
+        dataset = load_dataset(data, max_size=tuple(max_size))
+        if isinstance(cfg, dict):
+            cfg = sized_config(dataset, cfg)
+        if on_config is not None:
+            on_config(cfg)
+        ensure_features(
+            dataset, cfg, weights_dir=weights_dir, on_progress=on_progress, should_stop=should_stop
+        )
+        trainer = Trainer(
+            dataset,
+            cfg,
+            out_dir,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            incremental=incremental,
+        )
+        return trainer.run()
+    except BaseException:
+        if created is not None and not (Path(out_dir) / "memory.json").exists():
+            shutil.rmtree(created, ignore_errors=True)
+        raise

@@ -38,14 +38,19 @@ def build_bank(
     threshold: float,
     *,
     max_inputs: int | None,
+    max_rows: int | None,
     generator: torch.Generator,
     device: torch.device,
-) -> torch.Tensor:
-    """PSC bank [t, d] (Algorithm 1) over all non-zero vectors of the grids, in frame order."""
-    from m3_core.memory.psc import build_psc, collect_features
+) -> tuple[torch.Tensor, float]:
+    """(PSC bank [t, d], threshold used): Algorithm 1 over all non-zero vectors of the grids,
+    in frame order, at ``threshold`` or lowered until t <= ``max_rows``."""
+    from m3_core.memory.psc import collect_features
+    from m3_core.memory.psc_cap import build_psc_capped
 
     feats = collect_features([grids[i].float() for i in sorted(grids)])  # [n, d]
     if feats.shape[0] == 0:
         raise InvalidInputError("no non-zero feature vectors to build a PSC bank from")
-    bank, _ = build_psc(feats.to(device), threshold, max_inputs=max_inputs, generator=generator)
-    return bank
+    bank, _, used = build_psc_capped(
+        feats.to(device), threshold, max_rows, max_inputs=max_inputs, generator=generator
+    )
+    return bank, used

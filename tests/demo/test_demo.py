@@ -1,7 +1,7 @@
-"""The demo end to end, shrunken: few frames, few steps, small images. The real nodes run
-as processes; the test checks that every stage ran and the report is complete and
-well-formed (not the grounding accuracy, which needs the full-size run). Re-running in the
-same folder is covered by test_parts' prepare_out test."""
+"""The demo end to end. Shrunken (few frames, few steps, small images): every stage runs, the
+report is complete and well-formed, and the absent object is not answered. At full size with
+the defaults (the README's demo command): the objects are grounded. The real nodes run as
+processes. Re-running in the same folder is covered by test_parts' prepare_out test."""
 
 from __future__ import annotations
 
@@ -58,6 +58,22 @@ def test_shrunken_demo_writes_a_complete_report(tmp_path):
         else:
             assert isinstance(r["correct"], bool)
     assert s["present"] == len(labels) and 0 <= s["hits"] <= len(labels)
+    assert s["absent_correct"], s["answers"]  # nothing forced onto an object not there
     assert s["query_latency_ms"]["median"] > 0
     assert "| query | present |" in (report / "summary.md").read_text()
     assert len(s["views"]) >= 1
+
+
+def test_full_demo_grounds_the_objects_with_the_default_threshold(tmp_path):
+    """What a user sees from the README's demo command (through the wide-angle lens): at least
+    three of the four objects answered within 0.3 m of their box at the memory server's
+    default threshold, the absent one unanswered, and nav goals sent."""
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "demo.run", "--out", str(out), "--lens", "wide"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads((out / "report" / "summary.json").read_text())
+    assert s["min_score"] == 0.0  # the server's default, not a demo override
+    assert s["hits"] >= 3 and s["present"] == 4, s["grounding"]
+    assert s["absent_correct"], s["answers"]
+    assert any(g["goal"] for g in s["goals"])  # the nav bridge turned an answer into a goal

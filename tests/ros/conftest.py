@@ -72,7 +72,9 @@ class Client:
         self.thread.start()
 
     def call(self, srv_type, name: str, request, timeout: float = 60.0):
-        client = self.node.create_client(srv_type, name)
+        from m3_ros.node_utils import CLIENT_DEPTH, service_qos
+
+        client = self.node.create_client(srv_type, name, qos_profile=service_qos(CLIENT_DEPTH))
         assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
         future = client.call_async(request)
         deadline = time.monotonic() + timeout
@@ -96,6 +98,19 @@ def client(ros_context):
     c = Client(ros_context)
     yield c
     c.close()
+
+
+def trainer_params(tmp_path: Path, **over) -> dict:
+    """A CPU trainer node's parameters for the tests: recordings in tmp_path/trainer_rec,
+    memories in tmp_path/mem, label features, 80x60 images; ``over`` adds or replaces."""
+    return {
+        "recordings_dir": str(tmp_path / "trainer_rec"),
+        "memories_dir": str(tmp_path / "mem"),
+        "features": ["labels"],
+        "device": "cpu",
+        "max_image_size": [80, 60],
+        **over,
+    }
 
 
 def wait_for(predicate, timeout: float, what: str, proc: NodeProcess | None = None):

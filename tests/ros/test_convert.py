@@ -109,3 +109,20 @@ def test_feature_map_and_cloud_roundtrip():
     cloud = convert.cloud_msg(pts, "map", rgb=RNG.random((10, 3)))
     assert cloud.header.frame_id == "map" and cloud.width == 10 and cloud.point_step == 16
     np.testing.assert_allclose(convert.cloud_points(cloud), pts, rtol=1e-6, atol=1e-6)
+
+
+def test_occupancy_grid_round_trip():
+    import numpy as np
+
+    from m3_core.navigation import GroundGrid
+    from m3_ros import convert
+
+    cells = np.array([[0, 100, -1], [100, 0, 0]], np.int8)
+    grid = GroundGrid((0.5, -1.0), 0.1, cells, 0.02)
+    msg = convert.occupancy_grid_msg(grid, "odom")
+    assert (msg.info.width, msg.info.height, msg.header.frame_id) == (3, 2, "odom")
+    assert list(msg.data) == [0, 100, -1, 100, 0, 0]
+    occupied, free = convert.grid_cells_from_msg(msg)
+    np.testing.assert_allclose(occupied, grid.occupied_xy())
+    np.testing.assert_allclose(free, grid.free_xy())
+    np.testing.assert_allclose(occupied, [[0.65, -0.95], [0.55, -0.85]])

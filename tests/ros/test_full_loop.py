@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.ros.conftest import wait_for
+from tests.ros.conftest import trainer_params, wait_for
 
 pytest.importorskip("rclpy")
 from geometry_msgs.msg import PoseStamped  # noqa: E402
@@ -189,17 +189,7 @@ def test_full_loop_walk_to_goal(walk, spawn, client, tmp_path):
     # no shared filesystem anywhere: keyframes and the memory travel over DDS
     server_dir = tmp_path / "server_memories"
     server = spawn("memory_server", {"memories_dir": str(server_dir), "shared_filesystem": False})
-    trainer = spawn(
-        "trainer",
-        {
-            "recordings_dir": str(tmp_path / "trainer_rec"),
-            "memories_dir": str(tmp_path / "mem"),
-            "features": ["labels"],
-            "iterations": 200,
-            "device": "cpu",
-            "max_image_size": [80, 60],
-        },
-    )
+    trainer = spawn("trainer", trainer_params(tmp_path, iterations=200))
     collector = spawn("collector", {**COLLECT, "output_dir": str(tmp_path / "collector_rec")})
     bridge = spawn("nav_bridge", {"standoff_distance": 0.7})
     goals = client.collect(PoseStamped, "/goal_pose")

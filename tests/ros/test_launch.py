@@ -134,9 +134,38 @@ def test_bringup_robot_overlay_reaches_the_nodes(client, tmp_path):
         proc.wait(timeout=30)
 
 
+def test_restart_delay_doubles_and_starts_over_after_a_healthy_run():
+    from m3_ros.bringup import crashes_in_a_row, restart_delay
+
+    assert [restart_delay(k) for k in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert restart_delay(10**6) == 30.0  # no overflow however long it crash-loops
+    crashes, delays = 0, []
+    # run times (s) before each exit: three quick crashes, a healthy hour, two quick crashes,
+    # then one exactly at the threshold (healthy) and one just under it (not)
+    for ran in (0.3, 0.2, 2.0, 3600.0, 0.1, 0.1, 30.0, 29.9):
+        crashes = crashes_in_a_row(crashes, ran, healthy_after_s=30.0)
+        delays.append(restart_delay(crashes))
+    assert delays == [1, 2, 4, 1, 2, 4, 1, 2]
+
+
+def test_bringup_rejects_a_bad_healthy_period():
+    for value in ("-1", "nan", "inf"):
+        res = subprocess.run(
+            [sys.executable, "-m", "m3_ros.bringup", "--healthy-after", value],
+            capture_output=True,
+            text=True,
+        )
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.strip().splitlines() == [
+            f"m3-bringup: error: --healthy-after must be a finite number of seconds >= 0, "
+            f"got {float(value)}"
+        ]
+
+
 def test_bringup_restarts_a_crashed_node(tmp_path):
-    """nav_bridge with an invalid parameter type crashes at start; bringup restarts it and
-    keeps the memory server running, then stops everything on SIGINT."""
+    """nav_bridge with an invalid parameter type crashes at start; bringup restarts it with a
+    doubling delay (its runs are never healthy) and keeps the memory server running, then
+    stops everything on SIGINT."""
     bad = tmp_path / "params.yaml"
     doc = yaml.safe_load(PARAMS.read_text())
     doc["nav_bridge"]["ros__parameters"]["standoff_distance"] = "not a number"
@@ -157,14 +186,15 @@ def test_bringup_restarts_a_crashed_node(tmp_path):
             stdout=out,
             text=True,
         )
-        deadline = time.monotonic() + 90
-        while "restart in" not in log.read_text() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while log.read_text().count("restart in") < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         proc.send_signal(2)
         proc.wait(timeout=30)
     err = log.read_text()
     assert proc.returncode == 0
-    assert "nav_bridge exited" in err and "restart in" in err
+    delays = re.findall(r"nav_bridge exited \(\d+\) after [\d.]+s; restart in ([\d.]+)s", err)
+    assert delays[:2] == ["1.0", "2.0"], err[-3000:]
     assert "memory_server exited" not in err
 
 

@@ -86,9 +86,14 @@ def test_memory_server_answers_and_survives_bad_requests(trained_memory, spawn, 
 
 
 def test_nav_bridge_publishes_a_standoff_goal(trained_memory, spawn, client):
+    from nav_msgs.msg import OccupancyGrid
+
+    from m3_ros.node_utils import latched_qos
+
     memory, scene = trained_memory
     spawn("memory_server", {"memory_path": str(memory)})
     bridge = spawn("nav_bridge", {"standoff_distance": 0.7})
+    grids = client.collect(OccupancyGrid, "/memory_server/occupancy", latched_qos(1))
     goals = client.collect(PoseStamped, "/goal_pose")
     status = client.collect(String, "/nav_bridge/status")
     cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
@@ -101,7 +106,19 @@ def test_nav_bridge_publishes_a_standoff_goal(trained_memory, spawn, client):
     obj = res.objects[0]
     c, s = obj.center.pose.position, obj.size
     lo, hi = [c.x - s.x / 2, c.y - s.y / 2, c.z - s.z / 2], [c.x + s.x / 2, c.y + s.y / 2, 0]
-    expect = standoff_goal(lo, [hi[0], hi[1], c.z + s.z / 2], distance=0.7)
+    wait_for(lambda: grids, 30, "the occupancy grid")
+    assert grids[0].header.frame_id == "map" and 0 < sum(v == 100 for v in grids[0].data)
+    occupied, free = convert.grid_cells_from_msg(grids[0])  # the bridge's goal: off occupied
+    expect = standoff_goal(  # ground, near seen floor, not behind a wall
+        lo,
+        [hi[0], hi[1], c.z + s.z / 2],
+        distance=0.7,
+        obstacles_xy=occupied,
+        free_xy=free,
+        robot_radius=0.3,
+        sight_clearance=grids[0].info.resolution,
+    )
+    assert np.min(np.linalg.norm(occupied - [expect.x, expect.y], axis=1)) >= 0.3
     assert goal.pose.position.x == pytest.approx(expect.x, abs=1e-4)
     assert goal.pose.position.y == pytest.approx(expect.y, abs=1e-4)
     yaw = 2 * math.atan2(goal.pose.orientation.z, goal.pose.orientation.w)
@@ -140,6 +157,44 @@ def test_nav_bridge_gives_up_on_a_server_that_never_answers(spawn, client):
     cmd.publish(String(data="   "))
     wait_for(lambda: any("empty command" in m.data for m in status), 30, "still alive", bridge)
     assert bridge.alive()
+
+
+def test_nav_bridge_asks_again_when_a_reply_is_lost(spawn, client):
+    """The first GroundObject reply never comes (as when DDS drops it under load); the bridge
+    asks again after ground_retry_s and sends the goal from the second answer."""
+    import threading
+
+    from rclpy.callback_groups import ReentrantCallbackGroup
+
+    from m3_ros.msg import GroundedObject
+
+    release, calls = threading.Event(), []
+
+    def lossy(req, res):
+        calls.append(req.text)
+        if len(calls) == 1:
+            release.wait(20)  # this reply is "lost": it comes after the bridge gave up on it
+            return res
+        obj = GroundedObject(label=req.text, score=0.9)
+        obj.center.header.frame_id = "map"
+        obj.center.pose.position.x, obj.center.pose.orientation.w = 2.0, 1.0
+        obj.size.x = obj.size.y = obj.size.z = 0.5
+        res.success, res.objects = True, [obj]
+        return res
+
+    client.node.create_service(
+        GroundObject, "/lossy/ground_object", lossy, callback_group=ReentrantCallbackGroup()
+    )
+    goals = client.collect(PoseStamped, "/goal_pose")
+    bridge = spawn("nav_bridge", {"ground_service": "/lossy/ground_object",
+                                  "ground_retry_s": 0.5, "ground_timeout": 10.0})  # fmt: skip
+    cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
+    wait_for(lambda: cmd.get_subscription_count() > 0, 30, "nav_bridge subscription", bridge)
+    cmd.publish(String(data="go to the chair"))
+    wait_for(lambda: goals, 30, "a goal from the second answer", bridge)
+    release.set()
+    assert calls[:2] == ["chair", "chair"] and goals[0].header.frame_id == "map"
+    assert math.hypot(goals[0].pose.position.x - 2.0, goals[0].pose.position.y) > 0.5
 
 
 def test_nav_bridge_goals_are_in_the_objects_frame_and_never_relabelled(spawn, client):

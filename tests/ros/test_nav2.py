@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -99,12 +98,13 @@ def test_nav_bridge_sends_nav2_goals_and_reports_their_outcome(
         pub = client.node.create_publisher(GroundedObject, "/nav_bridge/target", 10)
         bridge = spawn("nav_bridge", {"standoff_distance": 0.5})
         wait_for(lambda: pub.get_subscription_count() > 0, 30, "nav_bridge", bridge)
-        time.sleep(2.0)  # the bridge's action client discovers the server
+        texts = lambda: [m.data for m in status]  # noqa: E731
+        ready = "Nav2 navigate_to_pose is available"
+        wait_for(lambda: ready in texts(), 60, "the bridge to discover Nav2", bridge)
         target = GroundedObject(label="crate", score=0.9)
         target.center.header.frame_id = "odom"
         target.center.pose.position.x, target.center.pose.orientation.w = 2.0, 1.0
         target.size.x = target.size.y = target.size.z = 0.5
-        texts = lambda: [m.data for m in status]  # noqa: E731
         pub.publish(target)
         wait_for(lambda: "Nav2 reached the goal for 'crate'" in texts(), 30, "success", bridge)
         assert any("via Nav2 navigate_to_pose" in t for t in texts()), texts()

@@ -70,3 +70,25 @@ def test_guarded_service_answers_false_with_the_message():
     res = Server().on_req("bug", SimpleNamespace(success=True, message=""))
     assert not res.success and res.message == "internal error: 'k'"
     assert node.logged[0][0] == "error" and "KeyError" in node.logged[0][1]
+
+
+def test_services_queue_requests_and_replies_for_all_clients(ros_context):
+    """64 queued per service (the default of 10 is shared by every client), fewer where
+    given (large replies); freeing destroys them."""
+    import rclpy
+    from std_srvs.srv import Trigger
+
+    from m3_ros.lifecycle_utils import SERVICE_DEPTH, Interfaces
+
+    node = rclpy.create_node("qos_check", context=ros_context)
+    try:
+        handler = lambda req, res: res  # noqa: E731
+        iface = Interfaces(
+            node, [(Trigger, "a", handler, None), (Trigger, "b", handler, None, 8)], {}
+        )
+        assert [s.qos_profile.depth for s in iface.services] == [SERVICE_DEPTH, 8]
+        assert SERVICE_DEPTH >= 32
+        iface.free()
+        assert not [s for s in node.services if s.srv_name in ("/a", "/b")]
+    finally:
+        node.destroy_node()

@@ -29,10 +29,16 @@ def test_a_local_dataset_path_wins_and_names_the_memory(tmp_path):
     local = tmp_path / "site" / "walk_a"
     local.mkdir(parents=True)
     goal = TrainMemory.Goal(dataset_path=str(local), recording_id="other")
-    data, cfg, out = resolve_goal(goal, params(tmp_path))
+    data, cfg, out = resolve_goal(goal, params(tmp_path, dataset_roots=[str(tmp_path / "site")]))
     assert data == local and out == tmp_path / "mem" / "walk_a"
-    assert cfg.iterations == 1000 and cfg.features == [FeatureSpec("effnet")]  # small preset
-    assert (cfg.device, cfg.max_image_size) == ("auto", (640, 480))
+    # preset auto: overrides, sized to the device and the dataset once it is loaded
+    assert cfg == {"features": [FeatureSpec("effnet")], "device": "auto",
+                   "max_image_size": (640, 480)}  # fmt: skip
+    _, small, _ = resolve_goal(goal, params(tmp_path, dataset_roots=[str(tmp_path / "site")],
+                                            preset="small"))  # fmt: skip
+    assert small.iterations == 1000 and small.features == [FeatureSpec("effnet")]
+    with pytest.raises(InvalidInputError, match="preset must be one of"):
+        resolve_goal(goal, params(tmp_path, preset="fast"))
 
 
 def test_a_remote_path_falls_back_to_the_streamed_recording(tmp_path):
@@ -42,17 +48,17 @@ def test_a_remote_path_falls_back_to_the_streamed_recording(tmp_path):
         features=["clip:8:0.9", "dinov2"],
         iterations=40,
         device="cpu",
-        output_path=str(tmp_path / "elsewhere"),
+        output_path=str(tmp_path / "mem" / "elsewhere"),
     )
     data, cfg, out = resolve_goal(goal, params(tmp_path, preset="paper", iterations=7))
-    assert data == tmp_path / "rec" / "rec_1" and out == tmp_path / "elsewhere"
+    assert data == tmp_path / "rec" / "rec_1" and out == tmp_path / "mem" / "elsewhere"
     assert cfg.features == [FeatureSpec("clip", 8, 0.9), FeatureSpec("dinov2")]
     assert (cfg.iterations, cfg.device, cfg.init_points) == (40, "cpu", 100_000)
 
 
 def test_a_goal_without_data_is_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="dataset_path or a recording_id"):
-        resolve_goal(TrainMemory.Goal(dataset_path="/nowhere"), params(tmp_path))
+        resolve_goal(TrainMemory.Goal(dataset_path=str(tmp_path / "rec" / "no")), params(tmp_path))
     with pytest.raises(InvalidInputError, match="bad feature spec 'clip:x'"):
         resolve_goal(TrainMemory.Goal(features=["clip:x"], recording_id="r"), params(tmp_path))
 
@@ -64,3 +70,41 @@ def test_progress_becomes_feedback():
     fb = feedback_msg(p)
     got = (fb.stage, fb.step, fb.total, fb.loss, fb.psnr, fb.num_gaussians, fb.eta_seconds)
     assert got == ("training", 3, 40, 0.5, 21.0, 9, 1.5)
+
+
+@pytest.mark.parametrize(
+    "goal, match",
+    [
+        ({"recording_id": "../outside"}, "bad recording_id"),
+        ({"recording_id": "a/b"}, "bad recording_id"),
+        ({"recording_id": "x" * 200}, "bad recording_id"),
+        ({"dataset_path": "/etc"}, "outside the allowed folders"),
+        ({"recording_id": "r", "output_path": "/tmp/m3_elsewhere"}, "outside the allowed"),
+        ({"recording_id": "r", "output_path": "../mem_sibling"}, "outside the allowed"),
+        ({"recording_id": "r", "output_path": "."}, "outside the allowed"),  # memories_dir itself
+    ],
+)
+def test_paths_and_ids_from_a_goal_are_confined_to_the_trusted_folders(tmp_path, goal, match):
+    with pytest.raises(InvalidInputError, match=match):
+        resolve_goal(TrainMemory.Goal(**goal), params(tmp_path))
+
+
+def test_an_untrusted_dataset_path_falls_back_to_the_streamed_recording(tmp_path):
+    """The collector sends its own folder too; on another host (or outside the trusted
+    folders) the trainer uses the keyframes streamed into recordings_dir instead."""
+    other = tmp_path / "collector_side" / "walk"
+    other.mkdir(parents=True)
+    said: list[str] = []
+    goal = TrainMemory.Goal(dataset_path=str(other), recording_id="walk")
+    data, _, out = resolve_goal(goal, params(tmp_path), said.append)
+    assert data == tmp_path / "rec" / "walk" and out == tmp_path / "mem" / "walk"
+    assert "not in a trusted folder" in said[0]
+
+
+def test_a_symlink_out_of_the_memories_folder_is_refused(tmp_path):
+    (tmp_path / "mem").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "mem" / "link").symlink_to(tmp_path / "outside")
+    goal = TrainMemory.Goal(recording_id="r", output_path=str(tmp_path / "mem" / "link" / "m"))
+    with pytest.raises(InvalidInputError, match="outside the allowed"):
+        resolve_goal(goal, params(tmp_path))

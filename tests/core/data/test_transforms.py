@@ -193,7 +193,7 @@ def _wrong_size(m):
     [
         (_nan_pose, "NaN"),
         (_scaled_pose, "non-rigid"),
-        (_wrong_size, "inconsistent sizes"),
+        (_wrong_size, "is 24x16 but the camera is 48x16"),
         (lambda m: m["frames"][0].pop("fl_x"), "fl_x"),
         (lambda m: m.update(camera_model="EQUIRECTANGULAR"), "not supported"),
         (lambda m: m["frames"][0].update(file_path="images/missing.png"), "not found"),

@@ -21,6 +21,7 @@ def saved(memory, tmp_path):
     (src / "features" / "clip" / "meta.json").write_text('{"extractor": "clip"}')
     (src / "train_state.safetensors").write_bytes(b"x" * 1000)  # stays behind
     (src / "train_config.json").write_text("{}")
+    (src / "grounding.safetensors").write_bytes(b"index")  # the fitted grounding index
     return src
 
 
@@ -44,6 +45,7 @@ def test_round_trip_carries_what_a_server_needs(memory, saved, tmp_path):
     names = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert names == [
         "features/clip/meta.json",
+        "grounding.safetensors",
         "memory.json",
         "memory.safetensors",
         "train_config.json",

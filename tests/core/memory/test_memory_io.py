@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from m3_core.config import MemoryConfig, to_dict
 from m3_core.errors import CheckpointError, InvalidInputError
 from m3_core.memory import FORMAT_VERSION, Memory
+from m3_core.memory.io import meta_digest
 
 
 def _assert_same(a: Memory, b: Memory) -> None:
@@ -103,12 +104,16 @@ def _rewrite_tensors(path, tensors):
     save_file(tensors, str(path / "memory.safetensors"))
     meta = json.loads((path / "memory.json").read_text())
     meta["sha256"] = hashlib.sha256((path / "memory.safetensors").read_bytes()).hexdigest()
+    meta["meta_sha256"] = meta_digest(meta)
     (path / "memory.json").write_text(json.dumps(meta))
 
 
-def _edit_json(path, fn):
+def _edit_json(path, fn, restamp=True):
+    """Edit memory.json; ``restamp`` makes its own checksum agree (to reach later checks)."""
     meta = json.loads((path / "memory.json").read_text())
     fn(meta)
+    if restamp:
+        meta["meta_sha256"] = meta_digest(meta)
     (path / "memory.json").write_text(json.dumps(meta))
 
 
@@ -161,6 +166,18 @@ BROKEN = {
         lambda p: _edit_json(p, lambda m: m["config"].update(colour="red")),
         "bad memory config",
     ),
+    "edited value": (
+        lambda p: _edit_json(p, lambda m: m["extra"].update(step=99), restamp=False),
+        "meta_sha256",
+    ),
+    "edited config": (
+        lambda p: _edit_json(p, lambda m: m["config"].update(sh_degree=0), restamp=False),
+        "meta_sha256",
+    ),
+    "wrong type": (
+        lambda p: _edit_json(p, lambda m: m["config"].update(sh_degree="1")),
+        "sh_degree must be int",
+    ),
     "truncated tensors": (_truncate, "checksum differs"),
     "corrupt tensors": (_garbage_with_matching_sum, "not a valid safetensors"),
     "tensor missing": (_drop_tensor, "missing \\['psc.dino'\\]"),
@@ -179,3 +196,10 @@ def test_broken_checkpoint(memory, tmp_path, case):
         Memory.load(path)
     assert str(path) in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_version_1_memories_still_load(memory, tmp_path):
+    """Memories saved before the JSON checksum (format version 1) load as before."""
+    memory.save(tmp_path / "m")
+    _edit_json(tmp_path / "m", lambda m: (m.pop("meta_sha256"), m.update(format_version=1)), False)
+    _assert_same(memory, Memory.load(tmp_path / "m"))

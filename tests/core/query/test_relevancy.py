@@ -13,6 +13,7 @@ from m3_core.query.relevancy import (
     RelevancyScorer,
     relevancy_closed,
     relevancy_open,
+    vocabulary_top_k,
 )
 
 E = torch.eye(4)  # e0..e3
@@ -39,24 +40,29 @@ def test_open_matches_hand_computed_lerf_scores():
     assert r[0] > 0.98 and r[1] < 0.01  # the query scores high, an unrelated feature low
 
 
-def test_closed_matches_hand_computed_softmax():
-    vocab = E[:3]  # three classes
-    feats = torch.stack([E[0], E[1], E[3]])  # class 0, class 1, none of them
+def test_closed_matches_hand_computed_top_k_ranks():
+    vocab = E[:3]  # three classes: k = 1, the query must beat every other entry
+    feats = torch.stack([E[0], E[1], E[3]]) * 2.0  # class 0, class 1, none of them
     r = relevancy_closed(feats, E[0], vocab, temperature=0.1)
-    e10 = math.exp(10)
-    expected = torch.tensor([e10 / (e10 + 2), 1 / (e10 + 2), 1 / 3])
-    torch.testing.assert_close(r, expected, rtol=1e-5, atol=1e-7)
-    # a query that is not a vocabulary row joins the softmax as one more class
-    r2 = relevancy_closed(E[3][None], E[3], vocab, temperature=0.1)
-    torch.testing.assert_close(r2, torch.tensor([e10 / (e10 + 3)]), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(r, torch.tensor([sig(10), sig(-10), 0.5]), rtol=1e-5, atol=1e-7)
+    # k = 2: beating all but one other entry is enough (feature e1: e0 ties e2 behind e1)
+    r2 = relevancy_closed(feats, E[0], vocab, temperature=0.1, k=2)
+    torch.testing.assert_close(r2, torch.tensor([sig(10), 0.5, 0.5]), rtol=1e-5, atol=1e-7)
+    # a query that is not a vocabulary row is compared with the k-th best row
+    r3 = relevancy_closed(E[3][None], E[3], vocab, temperature=0.1)
+    torch.testing.assert_close(r3, torch.tensor([sig(10)]), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("closed", [False, True])
+def test_top_k_is_half_a_percent_of_the_vocabulary():
+    assert [vocabulary_top_k(n) for n in (2, 20, 199, 200, 1000, 2000)] == [1, 1, 1, 1, 5, 10]
+
+
+@pytest.mark.parametrize("closed,size", [(False, 7), (True, 7), (True, 1000)])
 @pytest.mark.parametrize("member", [False, True])
-def test_scorer_equals_definition(closed: bool, member: bool):
+def test_scorer_equals_definition(closed: bool, size: int, member: bool):
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(1000, 32, generator=g) * torch.rand(1000, 1, generator=g)  # [N, d]
-    others = torch.randn(7, 32, generator=g)
+    others = torch.randn(size, 32, generator=g)
     text = others[2] * 5.0 if member else torch.randn(32, generator=g)
     kw = {"vocabulary": others} if closed else {"negatives": others}
     scorer = RelevancyScorer(feats, temperature=0.07, chunk=300, half_queries=False, **kw)
@@ -71,12 +77,14 @@ def test_scorer_equals_definition(closed: bool, member: bool):
     torch.testing.assert_close(fast, want, rtol=0, atol=1e-2)
 
 
-def test_closed_scores_sum_to_one_over_vocabulary():
+def test_closed_scores_above_half_for_exactly_the_top_k_entries():
     g = torch.Generator().manual_seed(2)
-    vocab, feats = torch.randn(5, 8, generator=g), torch.randn(50, 8, generator=g)
+    vocab, feats = torch.randn(400, 8, generator=g), torch.randn(50, 8, generator=g)  # k = 2
     scorer = RelevancyScorer(feats, vocabulary=vocab, temperature=0.2, half_queries=False)
-    total = sum(scorer(vocab[k]) for k in range(5))
-    torch.testing.assert_close(total, torch.ones(50), rtol=1e-5, atol=1e-5)
+    above = torch.stack([scorer(vocab[j]) > 0.5 for j in range(400)], dim=1)  # [50, 400]
+    top2 = (feats @ vocab.T / vocab.norm(dim=1)).topk(2, dim=1).indices
+    assert above.sum(1).tolist() == [2] * 50
+    assert torch.equal(above.nonzero()[:, 1].reshape(50, 2).sort(1).values, top2.sort(1).values)
 
 
 def test_scores_comparable_across_queries():
@@ -94,6 +102,10 @@ def test_bad_input_is_refused():
         relevancy_open(torch.zeros(3, 4), torch.zeros(5), torch.zeros(2, 4))
     with pytest.raises(InvalidInputError):
         relevancy_closed(torch.zeros(3, 4), torch.zeros(4), torch.zeros(0, 4))
+    with pytest.raises(InvalidInputError, match="one entry"):  # nothing to rank against
+        relevancy_closed(torch.ones(3, 4), E[0], E[:1])
+    with pytest.raises(InvalidInputError, match="one entry"):
+        RelevancyScorer(torch.ones(3, 4), vocabulary=E[:1])(E[0])
     with pytest.raises(InvalidInputError):
         RelevancyScorer(torch.zeros(3, 4), negatives=torch.ones(1, 4), vocabulary=torch.ones(1, 4))
     with pytest.raises(InvalidInputError):

@@ -11,8 +11,9 @@ from tests.core.splat.conftest import PARAMS, make_scene
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("render_mode", ["RGB", "RGB+ED"])
-def test_cpu_backend_matches_gsplat_cuda(render_mode: str) -> None:
+@pytest.mark.parametrize(("render_mode", "detach"), [("RGB", 0), ("RGB+ED", 0), ("RGB+ED", 16)])
+def test_cpu_backend_matches_gsplat_cuda(render_mode: str, detach: int) -> None:
+    """Also the detached channels: one CPU pass against gsplat's two passes."""
     sc = make_scene(n=300, width=64, height=48, n_cams=2, n_ch=20, dtype=torch.float32, seed=2)
     outs = {}
     for dev in ("cpu", "cuda"):
@@ -20,7 +21,7 @@ def test_cpu_backend_matches_gsplat_cuda(render_mode: str) -> None:
         leaves = {k: s[k].clone().requires_grad_() for k in PARAMS}
         c, a, meta = rasterize(
             *(leaves[k] for k in PARAMS), s["viewmats"], s["Ks"], s["width"], s["height"],
-            render_mode=render_mode,
+            render_mode=render_mode, detach_channels=detach,
         )  # fmt: skip
         w = torch.linspace(-1, 1, c.numel(), device=dev).reshape(c.shape)
         ((c * w).sum() + a.sum()).backward()

@@ -100,3 +100,14 @@ def test_missing_features_are_a_clear_error(tiny_scene, tmp_path):
     cfg = tiny_config(features=[FeatureSpec("clip")])
     with pytest.raises(InvalidInputError, match="m3 extract"):
         Trainer(tiny_scene, cfg, tmp_path / "m").run()
+
+
+def test_the_trainer_stores_the_threshold_it_used(tiny_scene, tmp_path):
+    default = Trainer(tiny_scene, tiny_config(iterations=0), tmp_path / "a").run().memory
+    rows = default.banks["labels"].shape[0]
+    assert default.config.models[0].psc_threshold == 0.95  # the family default: it fits
+    cfg = tiny_config(iterations=0, psc_max_rows=max(1, rows // 2))
+    capped = Trainer(tiny_scene, cfg, tmp_path / "b").run().memory
+    spec = Memory.load(tmp_path / "b").config.models[0]
+    assert capped.banks["labels"].shape[0] <= rows // 2
+    assert spec.psc_threshold < 0.95  # what incremental and live growth will use
