@@ -221,6 +221,9 @@ def write_summary(report_dir: Path, summary: dict) -> tuple[Path, Path]:
             f"{r.get('to_box_m', '-')} | {r.get('error_m', '-')} | {r.get('error_xy_m', '-')} "
             f"| {res} |"
         )
+    live = summary.get("live")
+    if live:
+        lines += live_lines(live, summary.get("served", ""))
     lines += ["", "## Timings (s)", "", "| stage | wall time (s) |", "|---|---|"]
     for k, v in t.items():
         if isinstance(v, dict):
@@ -235,3 +238,26 @@ def write_summary(report_dir: Path, summary: dict) -> tuple[Path, Path]:
     m = report_dir / "summary.md"
     atomic_write_text(m, "\n".join(lines) + "\n")
     return j, m
+
+
+def live_lines(live: dict, served: str) -> list[str]:
+    """The live-memory section of summary.md: when each object was first seen by the camera
+    and first answered within 0.3 m of its box during the walk (seconds from its start)."""
+    lines = [
+        "",
+        f"## Live memory: answers during the walk (the walk took {live['walk_s']} s)",
+        "",
+        "| query | first seen (s) | first answered (s) | after sighting (s) | to box (m) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in live["objects"]:
+        lines.append(
+            f"| {r['query']} | {r.get('seen_s', '-')} | {r.get('answered_s', '-')} | "
+            f"{r.get('delay_s', '-')} | {r.get('to_box_m', '-')} |"
+        )
+    lines += [
+        "",
+        f"Answers for the absent object during the walk: {len(live['absent_answers'])} "
+        f"of {live['polls']} GroundObject calls in all. Served after training: {served}.",
+    ]
+    return lines

@@ -3,12 +3,15 @@
 Stages (each printed with its wall time):
 
 1. scene    render the walk of the simulated robot (:mod:`demo.sim_robot`)
-2. nodes    start collector, trainer, memory_server, nav_bridge as separate processes
-3. collect  publish the walk at the robot's rate; the collector keeps keyframes
-4. extract  foundation-model features of the keyframes at camera resolution (``m3_core``'s
-            ``extract_features``, the call the trainer makes for missing features)
-5. train    a ``TrainMemory`` goal (M3 trained on CPU at ``--train-size``); feedback shown
-6. serve    the trainer announces the new memory; the memory server loads it
+2. nodes    start collector, trainer (live memory on), memory_server, nav_bridge as processes
+3. collect  publish the walk at the robot's rate; the collector keeps keyframes and streams
+            them to the trainer, which folds each into a live memory and announces it
+4. live     answers during the walk: GroundObject for every object about once a second from
+            the first frame on (:mod:`demo.live`); when each was first seen and first answered
+5. train    a ``TrainMemory`` goal for the streamed recording (M3 trained on CPU at
+            ``--train-size``; features of the images as recorded); feedback shown
+6. serve    the trainer announces the trained memory, or keeps the live one when that measures
+            better on held-out keyframes; the memory server swaps it in
 7. ground   GroundObject for every object in the room and one that is absent; the nav
             bridge turns each into a stand-off goal on /goal_pose
 8. report   OUT/report: map.png, views.png, summary.json, summary.md (:mod:`demo.report`)
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 from demo import scene
+from demo.live import Announcements, LivePoller, first_sightings, wait_live
 from demo.stack import NodeStack, isolate_ros, write_params
 from demo.stages import (
     HIT_RADIUS,
@@ -40,7 +44,7 @@ from demo.stages import (
     say,
     score_grounding,
     train,
-    wait_until,
+    wait_served,
 )
 
 MARKER = ".m3_demo"
@@ -96,7 +100,7 @@ def node_params(args: argparse.Namespace, out: Path) -> dict[str, dict]:
             "depth_topic": "/camera/depth",
             "output_dir": str(out / "recordings"),
             "recording_id": RECORDING,
-            "stream_keyframes": False,  # trainer on this host: the goal names the folder
+            "stream_keyframes": True,  # to the trainer's live memory (the robot's default)
             # one host: reliable delivery, and time for DDS to resend a lost message, so every
             # published frame reaches the keyframe policy (best effort lost ~1/3 of them here)
             "sensor_qos": "reliable",
@@ -104,14 +108,14 @@ def node_params(args: argparse.Namespace, out: Path) -> dict[str, dict]:
             "queue_size": 60,
         },
         "trainer": {
-            "recordings_dir": str(out / "trainer_recordings"),
-            "dataset_roots": [str(out / "recordings")],  # the collector's folder, trusted
+            "recordings_dir": str(out / "trainer_recordings"),  # the streamed keyframes
             "memories_dir": str(out / "memories"),
             "features": [args.features],
             "weights_dir": args.weights_dir,
             "iterations": int(args.iterations),
             "device": "cpu",
             "max_image_size": [int(w), int(h)],
+            "live": True,
         },
         "memory_server": {
             "load_roots": [str(out / "memories")],  # the trainer's folder: loaded in place
@@ -127,27 +131,6 @@ def node_params(args: argparse.Namespace, out: Path) -> dict[str, dict]:
 def min_score(args: argparse.Namespace) -> float:
     """--min-score; 0 (the default) leaves the memory server's own default threshold."""
     return float(args.min_score)
-
-
-def extract(args: argparse.Namespace, rec: Path) -> dict:
-    """Features at the camera's resolution, with the library call the trainer makes (which
-    would extract at the training size, where effnet no longer recognises the objects)."""
-    from m3_core.data import load_dataset
-    from m3_core.extractors.extract import extract_features
-
-    weights = None
-    if args.weights_dir and (Path(args.weights_dir) / args.features).exists():
-        weights = str(Path(args.weights_dir) / args.features)
-    last = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        if time.monotonic() - last[0] > 3.0 or done == total:
-            last[0] = time.monotonic()
-            say(f"extracted {done}/{total} frames")
-
-    ds = load_dataset(rec, max_size=None)
-    return extract_features(ds, args.features, weights=weights, device="cpu",
-                            on_progress=progress)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,36 +168,46 @@ def main(argv: list[str] | None = None) -> int:
     try:
         st.done(f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, logs in {out / 'logs'}")
         rec = out / "recordings" / RECORDING
-        st.start("collect", f"publish the walk at {args.rate:g} Hz; collector keeps keyframes")
-        collected = collect(client, args, frames, stack, rec)
+        truth = scene.ground_truth(objects)
+        news = Announcements(client)
+        poller = LivePoller(client, truth, scene.ABSENT_QUERY)
+        st.start("collect", f"publish the walk at {args.rate:g} Hz; the collector keeps and "
+                 "streams keyframes; the trainer folds them into a live memory")  # fmt: skip
+        collected = collect(client, args, frames, stack, rec, on_start=poller.start)
+        walk_end = time.monotonic()
         st.done(f"{collected['keyframes']} keyframes of {collected['published']} frames")
         if collected["keyframes"] < 10:
             why = f"only {collected['keyframes']} keyframes"
             raise SystemExit(f"demo: {why}\n{stack.tail('collector')}")
 
-        st.start("extract", f"{args.features} features of the keyframes at {args.size[0]}x"
-                 f"{args.size[1]}")  # fmt: skip
-        ext = extract(args, rec)
-        st.done(f"feature grid {ext['grid']}, {ext['dim']}-d")
+        st.start("live", "answers from the live memory during the walk (GroundObject each second)")
+        wait_live(poller, news, walk_end, stack)
+        poller.stop()
+        live_rows = poller.rows(first_sightings(frames, args.rate))
+        for r in live_rows:
+            seen = f"seen at {r['seen_s']:.1f} s" if r["seen_s"] is not None else "seen: unknown"
+            got = "not answered"
+            if "answered_s" in r:
+                got = f"answered at {r['answered_s']:.1f} s"
+                got += f" ({r['delay_s']:.1f} s after)" if "delay_s" in r else ""
+            say(f"{r['query']:<14} {seen:<16} {got}")
+        n_live = sum("answered_s" in r for r in live_rows)
+        walk_s = walk_end - poller.t0
+        st.done(f"{n_live}/{len(labels)} answered live; {len(poller.false)} answers for the "
+                f"absent {scene.ABSENT_QUERY!r}; the walk ended at {walk_s:.1f} s")  # fmt: skip
 
-        st.start("train", "TrainMemory action: load, build PSC, train M3")
-        result, train_stages = train(client, args, rec, out, stack)
+        st.start("train", "TrainMemory action: extract missing features, build PSC, train M3")
+        seen = len(news.items)
+        result, train_stages = train(client, args, out, stack)
         st.done(f"{result.message}; {result.num_gaussians} Gaussians; PSNR {result.psnr:.1f} dB")
 
-        st.start("serve", "memory server loads the new memory")
-        from m3_ros.srv import GroundObject
-
-        def loaded() -> bool:
-            r = client.call(GroundObject, "/memory_server/ground_object",
-                            GroundObject.Request(text=labels[0]), timeout=30)  # fmt: skip
-            return r is not None and r.success
-
-        wait_until(loaded, 120, stack, "the memory server to load the memory", poll=0.5)
-        st.done()
+        st.start("serve", "the trainer announces the better memory; the server swaps it in")
+        served = wait_served(client, news, seen, out, labels[0], stack)
+        kept = "" if served == RECORDING else " (the live one measured better on held-out views)"
+        st.done(f"serving {served}{kept}")
 
         st.start("ground", "ground each object (and one absent) -> nav bridge goals")
         answers, latencies = ground_all(client, labels, scene.ABSENT_QUERY)
-        truth = scene.ground_truth(objects)
         rows = score_grounding(answers, truth)
         for r in rows:
             if r["present"]:
@@ -246,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         "iterations": int(args.iterations),
         "num_gaussians": int(result.num_gaussians),
         "psnr_db": round(float(result.psnr), 2),
+        "served": served,
+        "live": {
+            "objects": live_rows,
+            "answered": n_live,
+            "absent_answers": poller.false,
+            "walk_s": round(walk_s, 2),
+            "polls": poller.calls,
+        },
         "grounding": rows,
         "hits": sum(bool(r.get("hit")) for r in rows),
         "present": sum(r["present"] for r in rows),

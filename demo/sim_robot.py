@@ -24,12 +24,13 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from demo import scene
+from m3_core.data.raycast import FIRST_OBJECT_ID
 from m3_core.types import Camera
 
 TOPICS = {
@@ -55,13 +56,15 @@ class RawView:
 class SimFrame:
     """One rendered view: rgb uint8 [H, W, 3], depth float32 [H, W] (m), the camera (pose =
     optical camera-to-world) and the base_link pose [4, 4] float64 (world <- base); ``raw``:
-    the same view through a wide-angle lens, which the robot then publishes instead."""
+    the same view through a wide-angle lens, which the robot then publishes instead;
+    ``visible``: pixels of each object (by label) in the view (ground truth for the demo)."""
 
     rgb: np.ndarray
     depth: np.ndarray
     camera: Camera
     base: torch.Tensor
     raw: RawView | None = None
+    visible: dict[str, int] = field(default_factory=dict)
 
 
 def render_walk(
@@ -82,12 +85,15 @@ def render_walk(
     frames, k_raw = [], None
     for k, c2w in enumerate(scene.walk_poses(num_frames, seed=seed)):
         cam = scene.camera(c2w, width, height)
-        rgb, depth, _ = scene.render(cam, objects)
+        rgb, depth, inst = scene.render(cam, objects)
+        k_obj = np.clip(inst.ravel() - FIRST_OBJECT_ID + 1, 0, None)  # 0: no object
+        counts = np.bincount(k_obj, minlength=len(objects) + 1)[1:]
+        visible = {o.label: int(n) for o, n in zip(objects, counts, strict=True) if n}
         raw = None
         if lens == "wide":
             k_raw = lenses.raw_intrinsics(cam) if k_raw is None else k_raw
             raw = RawView(*lenses.distort_view(rgb, depth, cam, k_raw), k_raw, lenses.WIDE)
-        frames.append(SimFrame(rgb, depth, cam, scene.base_pose(c2w), raw))
+        frames.append(SimFrame(rgb, depth, cam, scene.base_pose(c2w), raw, visible))
         if on_frame is not None:
             on_frame(k + 1, num_frames)
     return frames

@@ -55,7 +55,9 @@ def wait_until(pred, timeout: float, stack: NodeStack, what: str, poll: float = 
     raise SystemExit(f"demo: timed out waiting for {what}")
 
 
-def collect(client, args, frames, stack: NodeStack, rec: Path) -> dict:
+def collect(client, args, frames, stack: NodeStack, rec: Path, on_start=None) -> dict:
+    """Publish the walk (``on_start(t0)`` right before the first frame) and wait until the
+    collector has received it all and written every keyframe."""
     from demo import sim_robot
     from m3_ros.msg import CollectorStatus
 
@@ -70,6 +72,8 @@ def collect(client, args, frames, stack: NodeStack, rec: Path) -> dict:
             say(f"published {k}{of} frames, keyframes {keyframe_count(rec)}")
 
     t0 = time.monotonic()
+    if on_start is not None:
+        on_start(t0)
     if args.from_bag:
         from demo import bag
 
@@ -95,12 +99,11 @@ def memory_dir(out: Path) -> Path:
     return out / "memories" / RECORDING
 
 
-def train(client, args, rec: Path, out: Path, stack: NodeStack) -> tuple[object, dict]:
+def train(client, args, out: Path, stack: NodeStack) -> tuple[object, dict]:
     from m3_ros.action import TrainMemory
 
     goal = TrainMemory.Goal(
-        dataset_path=str(rec.resolve()),
-        recording_id=RECORDING,
+        recording_id=RECORDING,  # the keyframes the collector streamed to the trainer
         features=[args.features],
         iterations=int(args.iterations),
         device="cpu",
@@ -133,6 +136,25 @@ def train(client, args, rec: Path, out: Path, stack: NodeStack) -> tuple[object,
         why = result.message if result is not None else "no result (timeout or rejected)"
         raise SystemExit(f"demo: training failed: {why}\n{stack.tail('trainer')}")
     return result, stage_times
+
+
+def wait_served(client, news, seen: int, out: Path, query: str, stack: NodeStack) -> str:
+    """After training: the trainer's next announcement (``news``: :class:`demo.live.
+    Announcements`, ``seen`` of them before) is the trained memory, or the live one kept
+    because it measured better; wait until GroundObject answers from it. Returns its name."""
+    from m3_ros.srv import GroundObject
+
+    wait_until(lambda: len(news.items) > seen, 300, stack, "the trainer's announcement")
+    name = news.items[seen][1]
+    path = memory_dir(out) if name == RECORDING else memory_dir(out) / "live"
+
+    def serving() -> bool:
+        r = client.call(GroundObject, "/memory_server/ground_object",
+                        GroundObject.Request(text=query), timeout=30)  # fmt: skip
+        return r is not None and r.success and r.message.endswith(f"in memory {path.resolve()}")
+
+    wait_until(serving, 120, stack, f"the memory server to serve {name}", poll=0.5)
+    return name
 
 
 def ground_all(client, labels: list[str], absent: str) -> tuple[list[dict], list[float]]:

@@ -5,10 +5,11 @@ blocks); ONE worker thread folds every keyframe of that recording it has not fol
 the recording's :class:`~m3_core.live.LiveMemory` (so a restarted trainer rebuilds it from the
 keyframes on disk). A keyframe's features are the recording's precomputed maps
 (``features/<name>/<stem>.npy``), else extracted with the registry extractor on the trainer's
-device and stored there (a later ``TrainMemory`` reuses them). Every ``publish_every`` folded
-keyframes, and when the stream has paused for ``idle_publish_s`` with keyframes not yet
-published, a snapshot is saved into ``memories_dir/<recording>/live`` (written beside, then
-renamed over the previous one) and announced like a trained memory (as ``<recording>.live``).
+device from the image as recorded (not at ``max_image_size``, as ``m3 train``) and stored
+there (a later ``TrainMemory`` reuses them). Every ``publish_every`` folded keyframes, and
+when the stream has paused for ``idle_publish_s`` with keyframes not yet published, a snapshot
+is saved into ``memories_dir/<recording>/live`` (written beside, then renamed over the
+previous one) and announced like a trained memory (as ``<recording>.live``).
 
 Once the recording has a trained memory (``memories_dir/<recording>/memory.json``, or the
 output of a ``TrainMemory`` run the trainer hands to :meth:`LiveWorker.trained`), the two are
@@ -147,22 +148,32 @@ class LiveWorker:
 
     def _update(self, rec_id: str) -> None:
         """Fold every keyframe of the recording not tried yet, except its test views (held
-        out: the trained and the live memory are compared on them); publish every N."""
+        out: the trained and the live memory are compared on them); publish every N.
+
+        Newest first: when keyframes arrive faster than they fold, the latest view (what the
+        robot sees now) goes in next and the backlog is folded behind it, so an object is
+        answerable seconds after it comes into view, not after every older keyframe."""
         from m3_core.data import load_dataset
 
         state = self.recs.setdefault(rec_id, LiveRecording())
-        dataset = load_dataset(self.recordings / rec_id, max_size=self.max_size)
-        test = set(dataset.test_indices)
-        for i, frame in enumerate(dataset.frames):
-            if frame.name in state.tried:
-                continue
-            state.tried.add(frame.name)
+        dataset, seen = None, -1
+        while True:
+            if dataset is None or self.jobs.qsize() != seen:  # new keyframes may have come
+                seen = self.jobs.qsize()
+                dataset = load_dataset(self.recordings / rec_id, max_size=self.max_size)
+                test = set(dataset.test_indices)
+            todo = [i for i, f in enumerate(dataset.frames) if f.name not in state.tried]
+            if not todo:
+                return
+            i = todo[-1]
+            state.tried.add(dataset.frames[i].name)
             if i in test:
                 continue
             try:
                 self._fold(dataset, i, state)
             except M3Error as exc:
-                self.logger.warning(f"live memory skipped keyframe {frame.name!r}: {exc}")
+                name = dataset.frames[i].name
+                self.logger.warning(f"live memory skipped keyframe {name!r}: {exc}")
                 continue
             state.unpublished += 1
             if state.unpublished >= self.publish_every:
@@ -206,8 +217,12 @@ class LiveWorker:
             raise InvalidInputError(
                 f"no {name!r} features for it in {store.dir} and no extractor of that name"
             )
+        from m3_core.data import load_dataset
+
         extractor = self.extractors.get(name) or self._extractor(name, store)
-        images = dataset.load_image(i).permute(2, 0, 1)[None]  # [1, 3, H, W]
+        recorded = load_dataset(dataset.root)  # as recorded, not at max_image_size (as m3 train)
+        image = recorded.load_image(recorded.index_of(dataset.frames[i].name))
+        images = image.permute(2, 0, 1)[None]  # [1, 3, H, W]
         grid = extractor.encode_image(images)[0].permute(1, 2, 0)  # [h, w, D]
         store.save(stem, grid.to(torch.float16).cpu().numpy())
 

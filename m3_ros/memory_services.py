@@ -107,7 +107,9 @@ def ground(served: Served, req, res, s: ServeSettings, stamp):
     res.objects = [
         convert.grounded_object_msg(o, served.frame, stamp, GroundedObject) for o in objects
     ]
-    res.success, res.message = True, f"{len(objects)} object(s) for {req.text!r}"
+    text = req.text if len(req.text) <= 80 else req.text[:77] + "..."
+    res.success = True
+    res.message = f"{len(objects)} object(s) for {text!r} in memory {served.path}"
     return res, objects
 
 

@@ -26,21 +26,29 @@ def ensure_features(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Extract every configured feature that a registered extractor can provide and that
-    some frames lack; leave precomputed ones to the trainer's own check."""
+    some frames lack; leave precomputed ones to the trainer's own check.
+
+    Features are extracted from the images as recorded (fitted in the default 980x720, as
+    ``m3 extract`` does), not at the training size: a small ``max_image_size`` must not
+    starve the foundation model (EfficientNet stops recognising objects at 160x120)."""
+    from m3_core.data import load_dataset
     from m3_core.extractors import list_extractors
     from m3_core.extractors.extract import extract_features, missing_frames
 
     known = set(list_extractors()) - {"precomputed"}
+    recorded = None  # the dataset at the extraction size, loaded when something is missing
     for spec in cfg.features:
         todo = missing_frames(dataset, spec.name)
         if not todo or spec.name not in known:
             continue
+        if recorded is None:
+            recorded = load_dataset(dataset.root)
         weights = None
         if weights_dir and (Path(weights_dir) / spec.name).exists():
             weights = str(Path(weights_dir) / spec.name)
         on_progress(Progress("extracting", 0, len(todo)))
         extract_features(
-            dataset,
+            recorded,
             spec.name,
             weights=weights,
             device=cfg.device,

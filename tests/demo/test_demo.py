@@ -19,9 +19,9 @@ pytest.importorskip("efficientnet_lite_pytorch")
 SUMMARY_KEYS = {
     "features", "frames", "keyframes", "image_size", "lens", "train_size", "iterations",
     "num_gaussians", "psnr_db", "grounding", "hits", "present", "absent_correct", "goals",
-    "answers", "timings_s", "query_latency_ms", "truth", "views", "min_score",
+    "answers", "timings_s", "query_latency_ms", "truth", "views", "min_score", "live", "served",
 }  # fmt: skip
-STAGES = {"scene", "nodes", "collect", "extract", "train", "serve", "ground", "report"}
+STAGES = ["scene", "nodes", "collect", "live", "train", "serve", "ground", "report"]
 
 
 def run_demo(out, *extra: str) -> subprocess.CompletedProcess:
@@ -36,7 +36,7 @@ def test_shrunken_demo_writes_a_complete_report(tmp_path):
     out = tmp_path / "demo"
     proc = run_demo(out, "--lens", "wide")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for k, stage in enumerate(["scene", "nodes", "collect", "extract", "train"], 1):
+    for k, stage in enumerate(STAGES, 1):
         assert f"[{k}/8] {stage}" in proc.stdout
     assert "training " in proc.stdout and "ETA" in proc.stdout  # action feedback shown
     report = out / "report"
@@ -45,7 +45,7 @@ def test_shrunken_demo_writes_a_complete_report(tmp_path):
     assert (report / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     s = json.loads((report / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(s)
-    assert STAGES <= set(s["timings_s"]) and s["timings_s"]["total"] > 0
+    assert set(STAGES) <= set(s["timings_s"]) and s["timings_s"]["total"] > 0
     assert s["keyframes"] >= 10 and s["iterations"] == 40 and s["frames"] == 24
     assert s["lens"] == "wide" and "through a wide-angle lens" in proc.stdout
     labels = [t["label"] for t in s["truth"]]
@@ -61,6 +61,14 @@ def test_shrunken_demo_writes_a_complete_report(tmp_path):
     assert s["absent_correct"], s["answers"]  # nothing forced onto an object not there
     assert s["query_latency_ms"]["median"] > 0
     assert "| query | present |" in (report / "summary.md").read_text()
+    # the live memory was polled during the walk; each row times an object's first answer
+    live = s["live"]
+    assert [r["query"] for r in live["objects"]] == labels and live["polls"] > 0
+    for r in live["objects"]:
+        if "answered_s" in r:
+            assert r["to_box_m"] <= 0.3 and r["answered_s"] >= 0
+    assert s["served"] in ("walk", "walk.live")
+    assert "## Live memory" in (report / "summary.md").read_text()
     assert len(s["views"]) >= 1
 
 

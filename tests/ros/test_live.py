@@ -126,6 +126,26 @@ def test_a_keyframe_without_features_is_skipped_and_the_rest_published(tmp_path)
     assert len(warnings) == 1 and walk.frames[2].name in warnings[0], warnings
 
 
+def test_the_newest_keyframe_is_folded_first(tmp_path):
+    """A backlog is folded newest first (what the robot sees now is answerable soonest);
+    frame 0 is the test view and is never folded."""
+    from types import SimpleNamespace
+
+    from m3_ros.live_worker import LiveWorker
+
+    walk = make_synthetic_scene(tmp_path / "rec" / "walk", num_frames=6, width=40, height=30)
+    infos, announced = [], []
+    log = SimpleNamespace(info=infos.append, warning=infos.append, error=infos.append)
+    worker = LiveWorker(tmp_path / "rec", tmp_path / "mem", ["labels"],
+                        lambda path, name: announced.append(name), log, publish_every=10,
+                        idle_publish_s=0.5)  # fmt: skip
+    worker.submit("walk")
+    wait_for(lambda: announced, 60, "the snapshot")
+    worker.close()
+    folded = [re.search(r"keyframe (\S+) folded", m) for m in infos]
+    assert [m.group(1) for m in folded if m] == [walk.frames[i].name for i in (5, 4, 3, 2, 1)]
+
+
 # -- a trained memory is not displaced by a live snapshot that measures worse -----------------
 WALK_FRAMES = 17  # test views 0, 8, 16 (held out); the worker folds 14: two snapshots of 7
 

@@ -44,6 +44,7 @@ def test_memory_server_answers_and_survives_bad_requests(trained_memory, spawn, 
     res = client.call(GroundObject, GROUND, GroundObject.Request(text="chair", max_results=3))
     assert res.success, res.message
     assert res.objects, "the chair was not found"
+    assert res.message.endswith(f"in memory {memory.resolve()}")  # which memory answered
     best = res.objects[0]
     centre, size = true_boxes(scene)["chair"]
     p = best.center.pose.position
