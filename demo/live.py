@@ -53,9 +53,6 @@ class LivePoller:
         self.t0 = t0
         self.thread.start()
 
-    def done(self) -> bool:
-        return set(self.answered) == set(self.truth)
-
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(timeout=30)
@@ -117,14 +114,13 @@ class Announcements:
         return time.monotonic() - self.items[-1][0] if self.items else float("inf")
 
 
-def wait_live(poller: LivePoller, news: Announcements, walk_end: float, stack,
-              quiet_s: float = 10.0, cap_s: float = 180.0) -> None:  # fmt: skip
-    """Until every object was answered, or the trainer announced no live snapshot for
-    ``quiet_s`` after the walk (it has folded every keyframe), at most ``cap_s``."""
+def wait_live(news: Announcements, walk_end: float, stack, quiet_s: float = 6.0,
+              cap_s: float = 300.0) -> None:  # fmt: skip
+    """Until the trainer has folded every keyframe: no live snapshot announced for ``quiet_s``
+    after the walk (it announces every few keyframes while folding), at most ``cap_s``. The
+    poller keeps asking meanwhile, so answers that come after the walk are timed too."""
 
     def settled() -> bool:
-        if poller.done():
-            return True
         return time.monotonic() - walk_end > quiet_s and news.quiet_for() > quiet_s
 
     try:

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"demo: {why}\n{stack.tail('collector')}")
 
         st.start("live", "answers from the live memory during the walk (GroundObject each second)")
-        wait_live(poller, news, walk_end, stack)
+        wait_live(news, walk_end, stack)
         poller.stop()
         live_rows = poller.rows(first_sightings(frames, args.rate))
         for r in live_rows:

@@ -9,7 +9,10 @@ device from the image as recorded (not at ``max_image_size``, as ``m3 train``) a
 there (a later ``TrainMemory`` reuses them). Every ``publish_every`` folded keyframes, and
 when the stream has paused for ``idle_publish_s`` with keyframes not yet published, a snapshot
 is saved into ``memories_dir/<recording>/live`` (written beside, then renamed over the
-previous one) and announced like a trained memory (as ``<recording>.live``).
+previous one) and announced like a trained memory (as ``<recording>.live``). Keyframes are
+folded newest first, then the backlog (:meth:`LiveWorker._update`), and each snapshot's
+relevancy temperatures are fitted on its latest keyframes as training fits a trained
+memory's, so a live score means what a trained one means.
 
 Once the recording has a trained memory (``memories_dir/<recording>/memory.json``, or the
 output of a ``TrainMemory`` run the trainer hands to :meth:`LiveWorker.trained`), the two are
@@ -45,6 +48,7 @@ from m3_core.live.choose import LIVE, TRAINED, Decision, Score
 class LiveRecording:
     memory: LiveMemory | None = None  # created from the first keyframe's features
     tried: set[str] = field(default_factory=set)  # frame names folded, refused or held out
+    known: set[str] = field(default_factory=set)  # frame names seen in the recording so far
     unpublished: int = 0  # keyframes folded since the last snapshot
     trained: Path | None = None  # the trained memory the trainer handed over (this run)
     serving: str = ""  # what this worker last announced: LIVE | TRAINED | "" (nothing yet)
@@ -79,6 +83,7 @@ class LiveWorker:
         max_image_size: tuple[int, int] | None = None,
         config: LiveConfig | None = None,
         compare_frames: int = 4,
+        calibration_frames: int = 8,
     ) -> None:
         if publish_every < 1 or not features or compare_frames < 0:
             raise InvalidInputError(
@@ -94,7 +99,7 @@ class LiveWorker:
         self.publish_every, self.idle_publish_s = publish_every, idle_publish_s
         self.device, self.weights_dir = device, weights_dir
         self.max_size, self.config = max_image_size, config
-        self.compare_frames = compare_frames
+        self.compare_frames, self.calibration_frames = compare_frames, calibration_frames
         self.recs: dict[str, LiveRecording] = {}
         self.extractors: dict[str, object] = {}
         self.jobs: queue.Queue = queue.Queue()
@@ -150,9 +155,10 @@ class LiveWorker:
         """Fold every keyframe of the recording not tried yet, except its test views (held
         out: the trained and the live memory are compared on them); publish every N.
 
-        Newest first: when keyframes arrive faster than they fold, the latest view (what the
-        robot sees now) goes in next and the backlog is folded behind it, so an object is
-        answerable seconds after it comes into view, not after every older keyframe."""
+        Newest first: of the keyframes that arrived since the worker last looked, the latest
+        (what the robot sees now) is folded next, so an object is answerable seconds after it
+        comes into view even when keyframes arrive faster than they fold; the backlog is
+        folded in recording order behind it."""
         from m3_core.data import load_dataset
 
         state = self.recs.setdefault(rec_id, LiveRecording())
@@ -165,7 +171,9 @@ class LiveWorker:
             todo = [i for i, f in enumerate(dataset.frames) if f.name not in state.tried]
             if not todo:
                 return
-            i = todo[-1]
+            fresh = [i for i in todo if dataset.frames[i].name not in state.known]
+            state.known.update(f.name for f in dataset.frames)
+            i = fresh[-1] if fresh else todo[0]
             state.tried.add(dataset.frames[i].name)
             if i in test:
                 continue
@@ -254,13 +262,38 @@ class LiveWorker:
         staging = Path(tempfile.mkdtemp(prefix=".live.", dir=dest.parent))
         feature_dirs = {n: self.recordings / rec_id / "features" / n for n in self.features}
         try:
-            state.memory.save(staging, feature_dirs=feature_dirs)
+            temps = self._temperatures(rec_id, state)
+            state.memory.save(staging, feature_dirs=feature_dirs, temperatures=temps)
             replace_folder(staging, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         n = len(state.memory.frames)
         self.logger.info(f"live memory {rec_id}: snapshot of {n} keyframes at {dest}")
         self._announce(rec_id, state)
+
+    def _temperatures(self, rec_id: str, state: LiveRecording) -> dict[str, float]:
+        """Relevancy temperatures of the snapshot, fitted on its latest ``calibration_frames``
+        keyframes against their real feature maps (as the trainer fits a trained memory's on
+        its training views), so that live and trained scores mean the same."""
+        from m3_core.data import load_dataset
+        from m3_core.data.features import FeatureStore
+        from m3_core.memory.grounding import fit_temperatures
+
+        dataset = load_dataset(self.recordings / rec_id, max_size=self.max_size)
+        names = state.memory.frames[-self.calibration_frames :]
+        ids = [dataset.index_of(n) for n in names]
+        calibration = {}
+        for name in self.features:
+            store = FeatureStore(dataset.root, name)
+            vocab = store.vocabulary()
+            if vocab is not None:
+                grids = [store.load(dataset.frames[i].name) if store.exists(
+                    dataset.frames[i].name) else None for i in ids]  # fmt: skip
+                calibration[name] = (vocab[1], grids)
+        if not calibration or not ids:
+            return {}
+        memory = state.memory.snapshot()
+        return fit_temperatures(memory, [dataset.frames[i].camera for i in ids], calibration)
 
     def _on_trained(self, rec_id: str, path: Path) -> None:
         state = self.recs.setdefault(rec_id, LiveRecording())

@@ -316,15 +316,23 @@ class LiveMemory:
             self.params["queries"].clone(), vis, dict(temperatures or {}), len(self.frames)
         )
 
-    def save(self, directory: str | Path, *, feature_dirs: Mapping[str, Path] | None = None):
+    def save(
+        self,
+        directory: str | Path,
+        *,
+        feature_dirs: Mapping[str, Path] | None = None,
+        temperatures: Mapping[str, float] | None = None,
+    ):
         """Write the snapshot and its grounding index into ``directory`` (each file atomic);
         ``feature_dirs`` name -> folder holding that feature's ``vocabulary.npz`` /
-        ``meta.json``, copied to ``DIR/features/<name>/`` so the folder answers text queries."""
+        ``meta.json``, copied to ``DIR/features/<name>/`` so the folder answers text queries;
+        ``temperatures``: the relevancy temperatures fitted for the snapshot
+        (:func:`m3_core.memory.grounding.fit_temperatures`), stored in its index."""
         from m3_core.io import atomic_write_bytes
         from m3_core.memory.grounding import memory_sha
 
         out = self.snapshot().save(directory)
-        index = self.grounding_index()
+        index = self.grounding_index(temperatures=temperatures)
         index.memory_sha = memory_sha(out)
         index.save(out)
         for name, src in (feature_dirs or {}).items():

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from m3_core.errors import InvalidInputError
-from m3_core.memory.grounding import vocabulary_top_k
+from m3_core.memory.calibration import vocabulary_top_k
 
 DEFAULT_NEGATIVES: tuple[str, ...] = ("object", "things", "stuff", "texture")
 

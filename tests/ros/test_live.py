@@ -86,7 +86,7 @@ def test_live_memory_answers_before_any_training(spawn, client, tmp_path):
             )
         return max(answers.values()) <= HIT_RADIUS
 
-    wait_for(all_grounded, 45, f"every object answered within {HIT_RADIUS} m", trainer)
+    wait_for(all_grounded, 45, f"every object answered within {HIT_RADIUS} m", server)
     # answered by the live memory, announced as walk.live, with no TrainMemory goal sent
     assert "TrainMemory goal" not in trainer.output()
     live = server_dir / "walk.live"
@@ -127,8 +127,9 @@ def test_a_keyframe_without_features_is_skipped_and_the_rest_published(tmp_path)
 
 
 def test_the_newest_keyframe_is_folded_first(tmp_path):
-    """A backlog is folded newest first (what the robot sees now is answerable soonest);
-    frame 0 is the test view and is never folded."""
+    """Of the keyframes that arrived, the newest is folded first (what the robot sees now is
+    answerable soonest), then the backlog in recording order; frame 0 is the test view and is
+    never folded."""
     from types import SimpleNamespace
 
     from m3_ros.live_worker import LiveWorker
@@ -143,7 +144,22 @@ def test_the_newest_keyframe_is_folded_first(tmp_path):
     wait_for(lambda: announced, 60, "the snapshot")
     worker.close()
     folded = [re.search(r"keyframe (\S+) folded", m) for m in infos]
-    assert [m.group(1) for m in folded if m] == [walk.frames[i].name for i in (5, 4, 3, 2, 1)]
+    assert [m.group(1) for m in folded if m] == [walk.frames[i].name for i in (5, 1, 2, 3, 4)]
+    # the snapshot's relevancy temperature is fitted on its keyframes' real label maps
+    from m3_core.data import FeatureStore
+    from m3_core.memory import Memory
+    from m3_core.memory.grounding import fit_temperatures, load_grounding_index
+
+    live = tmp_path / "mem" / "walk" / "live"
+    memory = Memory.load(live)
+    index = load_grounding_index(live, memory)
+    assert index is not None and set(index.temperatures) == {"labels"}
+    store = FeatureStore(walk.root, "labels")
+    ids = [5, 1, 2, 3, 4]
+    grids = [store.load(walk.frames[i].name) for i in ids]
+    cams = [walk.frames[i].camera for i in ids]
+    want = fit_temperatures(memory, cams, {"labels": (store.vocabulary()[1], grids)})
+    assert index.temperatures["labels"] == pytest.approx(want["labels"], rel=1e-4)
 
 
 # -- a trained memory is not displaced by a live snapshot that measures worse -----------------

@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from m3_core.errors import InvalidInputError
+from m3_core.memory.calibration import fit_temperature, rank_margins
 from m3_core.memory.grounding import (
     INDEX_FILE,
     build_grounding_index,
     cameras_from_json,
     cameras_to_json,
-    fit_temperature,
+    fit_temperatures,
     lift_queries,
     lift_queries_dense,
     load_grounding_index,
     memory_sha,
-    rank_margins,
 )
 from m3_core.types import Camera
 from tests.core.query.conftest import Blob, build_memory, front_camera, label_bank
@@ -105,6 +105,9 @@ def test_index_calibrates_on_real_feature_grids_and_round_trips(tmp_path):
     )  # fmt: skip
     assert index.num_views == 2 and set(index.temperatures) == {"labels"}
     assert 1e-3 <= index.temperatures["labels"] <= 1.0
+    # the same fit without lifting (the live memory's path): forward renders only
+    alone = fit_temperatures(mem, cams, {"labels": (bank, grids)}, backend="torch")
+    assert alone == pytest.approx(index.temperatures, rel=1e-6)
     index.save(out)
     back = load_grounding_index(out, mem)
     assert back is not None
