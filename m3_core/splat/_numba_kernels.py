@@ -86,7 +86,7 @@ def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, radii, col
     return g, col
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def composite_forward(
     offsets,  # [I * tiles + 1] int64
     flatten_ids,  # [M] int64 into I * N
@@ -144,7 +144,7 @@ def composite_forward(
                 last_ids[img, py, px] = last
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def composite_backward(
     offsets,
     flatten_ids,

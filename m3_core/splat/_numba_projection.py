@@ -81,7 +81,7 @@ def _camera_terms(viewmats, ks, c, means, n, width, height, w, mc):
     return fx, fy, cx, cy, lxp, lxn, lyp, lyn
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def project_forward(
     means,  # [N, 3]
     quats,  # [N, 4]
@@ -178,7 +178,7 @@ def _project_one(
         out_radii[c, n, 1] = int(ry)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def project_backward(
     means,
     quats,
@@ -350,7 +350,7 @@ def _backward_one(
         g_quats[n, 3] = gz / QUAT_EPS
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bin_tiles(
     x0,  # [I, N] int64 tile rectangle [x0, x1) x [y0, y1), empty when culled
     x1,
