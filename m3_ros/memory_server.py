@@ -21,6 +21,7 @@ from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from m3_core.errors import InvalidInputError, M3Error
+from m3_core.splat.threads import kernel_threads
 from m3_ros import convert, markers
 from m3_ros import memory_services as answers
 from m3_ros.lifecycle_utils import Interfaces, lifecycle_state, require_active
@@ -41,6 +42,7 @@ PARAMS = {
     "max_render_pixels": 1280 * 960,  # read-only limits: no peer can raise them
     "max_render_bytes": 64_000_000,  # one RenderFeatureAt answer (rgb + depth + feature maps)
     "request_time_budget_s": 10.0,  # a render stops (success=false) past this
+    "render_threads": 1,  # kernel threads a render may use (0: all); other cores answer ground
     "cloud_max_points": 50_000,  # also the most points a QueryText may ask for
     "occupancy_resolution": 0.1,  # ~/occupancy: cells with opaque Gaussians between these
     "occupancy_min_height": 0.1,  # heights above the floor are occupied (the nav bridge
@@ -57,6 +59,7 @@ PARAMS = {
 }
 READ_ONLY = (
     *("max_results", "max_render_pixels", "max_render_bytes", "request_time_budget_s"),
+    "render_threads",
     *("cloud_max_points", "accept_memories_from", "memories_dir", "load_roots"),
     "executor_threads",
 )
@@ -187,7 +190,8 @@ class MemoryServer(LifecycleNode):
     @guarded_service
     def on_render(self, req: RenderFeatureAt.Request, res: RenderFeatureAt.Response):
         (served, s), stamp = self.ready(), self.get_clock().now().to_msg()
-        return answers.render(served, req, res, s, stamp)
+        with kernel_threads(s.render_threads):  # this thread only: GroundObject keeps a core
+            return answers.render(served, req, res, s, stamp)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ class ServeSettings:
     max_render_pixels: int = 1280 * 960
     max_render_bytes: int = 64_000_000  # rgb + depth + feature maps of one RenderFeatureAt
     request_time_budget_s: float = 10.0
+    render_threads: int = 1  # compiled-kernel threads one render may use (0: all)
     cloud_color: str = "rgb"
     cloud_max_points: int = 50_000
 
@@ -40,6 +41,8 @@ class ServeSettings:
         for name in ("max_results", "max_render_pixels", "max_render_bytes", "cloud_max_points"):
             if getattr(s, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(s, name)}")
+        if s.render_threads < 0:
+            raise InvalidInputError(f"render_threads must be >= 0, got {s.render_threads}")
         if not s.request_time_budget_s > 0:
             raise InvalidInputError("request_time_budget_s must be > 0")
         if s.cloud_color not in ("rgb", "relevancy"):

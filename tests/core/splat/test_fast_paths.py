@@ -175,3 +175,34 @@ def test_compiled_kernels_release_the_gil() -> None:
     ]
     assert {f.__name__ for f in entry} >= {"composite_forward", "project_forward", "bin_tiles"}
     assert all(f.targetoptions.get("nogil") for f in entry), [f.__name__ for f in entry]
+
+
+def test_kernel_threads_caps_only_the_calling_thread() -> None:
+    import threading
+
+    import numba
+
+    from m3_core.splat.threads import kernel_threads
+
+    full = numba.get_num_threads()
+    seen = {}
+    inside = threading.Event()
+    release = threading.Event()
+
+    def other() -> None:
+        inside.wait(10)
+        seen["other"] = numba.get_num_threads()  # another thread keeps its own count
+        release.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    with kernel_threads(1) as n:
+        seen["inside"] = numba.get_num_threads()
+        inside.set()
+        release.wait(10)
+    t.join()
+    assert n == 1 and seen == {"inside": 1, "other": full}
+    assert numba.get_num_threads() == full  # restored
+    with pytest.raises(InvalidInputError):
+        with kernel_threads(-1):
+            pass
