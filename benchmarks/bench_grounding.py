@@ -70,6 +70,28 @@ def add_absent_labels(mem_dir: Path, labels: list[str], seed: int) -> None:
     store.save_vocabulary(texts + labels, torch.cat([emb, new]))
 
 
+def add_room_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    rooms: int,
+    frames: int = 60,
+    size: tuple[int, int] = (160, 120),
+    objects: tuple[int, int] = (6, 12),
+    seeds_help: str = "comma-separated room seeds (default: random)",
+) -> None:
+    """The random-room suite's arguments, shared by the room benchmarks (``room_seeds``
+    reads --rooms, --seeds and --threads)."""
+    p.add_argument("--rooms", type=int, default=rooms, help="random rooms (per setting)")
+    p.add_argument("--seeds", default="", help=seeds_help)
+    p.add_argument("--min-objects", type=int, default=objects[0])
+    p.add_argument("--max-objects", type=int, default=objects[1])
+    p.add_argument("--frames", type=int, default=frames)
+    p.add_argument("--width", type=int, default=size[0])
+    p.add_argument("--height", type=int, default=size[1])
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
+    p.add_argument("--workdir", default=None, help="keep scenes/memories here (default: tmp)")
+
+
 def room_seeds(args: argparse.Namespace) -> list[int]:
     """Apply ``--threads``; the room seeds: ``--seeds``, else ``--rooms`` fresh random ones."""
     if args.threads:
@@ -274,24 +296,16 @@ def run_latency(n: int, closed: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rooms", type=int, default=10, help="random rooms per setting")
-    p.add_argument("--seeds", default="", help="comma-separated room seeds (default: random)")
+    add_room_arguments(p, rooms=10)
     p.add_argument("--settings", default="exact,coarse", help=f"of {', '.join(SETTINGS)}")
-    p.add_argument("--min-objects", type=int, default=6)
-    p.add_argument("--max-objects", type=int, default=12)
     p.add_argument("--absent", type=int, default=6, help="absent labels queried per room")
     p.add_argument("--iterations", type=int, default=0, help="0: the default schedule")
-    p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--width", type=int, default=160)
-    p.add_argument("--height", type=int, default=120)
     p.add_argument("--latency-gaussians", type=int, default=100_000)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
     p.add_argument("--skip-train", action="store_true", help="latency only")
     p.add_argument("--skip-latency", action="store_true", help="accuracy only")
     p.add_argument("--skip-2d", action="store_true", help="no 2D metrics (faster)")
     p.add_argument("--quick", action="store_true", help="2 rooms, 24 frames, 10k Gaussians")
-    p.add_argument("--workdir", default=None, help="keep scenes/memories here (default: tmp)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args()
     if args.quick:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_grounding import HIT_RADIUS, box_distance, room_seeds
+from bench_grounding import HIT_RADIUS, add_room_arguments, box_distance, room_seeds
 
 from m3_core.data.synthetic import read_objects_json
 from m3_core.data.synthetic_rooms import ROOM_FEATURES, write_room
@@ -122,18 +122,10 @@ def group_stats(rows: list[dict], key: str) -> tuple[int, float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rooms", type=int, default=3)
-    p.add_argument("--seeds", default="", help="comma-separated room seeds (default: random)")
+    add_room_arguments(p, rooms=3)
     p.add_argument("--setting", default="coarse", choices=sorted(ROOM_FEATURES))
-    p.add_argument("--min-objects", type=int, default=6)
-    p.add_argument("--max-objects", type=int, default=12)
-    p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--width", type=int, default=160)
-    p.add_argument("--height", type=int, default=120)
     p.add_argument("--iterations", type=int, default=0, help="0: the default schedule")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
-    p.add_argument("--workdir", default=None, help="keep scenes/memories here (default: tmp)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args()
     seeds = room_seeds(args)

@@ -40,7 +40,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_grounding import room_seeds  # noqa: E402
+from bench_grounding import add_room_arguments, room_seeds  # noqa: E402
 
 from m3_core.config import MemoryConfig  # noqa: E402
 from m3_core.data.features import FeatureStore  # noqa: E402
@@ -212,14 +212,8 @@ def plot(rooms: list[dict], path: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rooms", type=int, default=1)
-    p.add_argument("--seeds", default="", help="comma-separated room seeds (default: random)")
+    add_room_arguments(p, rooms=1, size=(320, 240))
     p.add_argument("--setting", default="coarse", choices=sorted(SETTINGS))
-    p.add_argument("--min-objects", type=int, default=6)
-    p.add_argument("--max-objects", type=int, default=12)
-    p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--height", type=int, default=240)
     p.add_argument("--rate", type=float, default=1.0, help="keyframes per second of the walk")
     p.add_argument("--publish-every", type=int, default=1, help="keyframes per snapshot")
     p.add_argument("--channels", type=int, default=8, help="live query channels (labels: 8)")
@@ -228,8 +222,6 @@ def main() -> None:
                    help="LiveConfig override, repeatable (e.g. fit_steps=0)")  # fmt: skip
     p.add_argument("--iterations", type=int, default=0, help="trained memory; 0: sized default")
     p.add_argument("--skip-trained", action="store_true")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
-    p.add_argument("--workdir", default=None, help="keep scenes/memories here (default: tmp)")
     p.add_argument("--plot", default="bench_live.png")
     p.add_argument("--json", default=None)
     args = p.parse_args()

@@ -60,7 +60,7 @@ from baselines import (
     geometry_tensors,
     lifted_memory,
 )
-from bench_grounding import HIT_RADIUS, add_absent_labels, box_distance, timed
+from bench_grounding import HIT_RADIUS, add_absent_labels, add_room_arguments, box_distance, timed
 from safetensors.torch import save as st_save
 
 from m3_core.io import atomic_write_bytes, atomic_write_text
@@ -291,8 +291,8 @@ def plot(summaries: dict[str, list[dict]], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rooms", type=int, default=2, help="random rooms per setting")
-    p.add_argument("--seeds", default="", help="comma-separated room seeds (default 1..rooms)")
+    add_room_arguments(p, rooms=2, frames=40, objects=(5, 8),
+                       seeds_help="comma-separated room seeds (default 1..rooms)")  # fmt: skip
     p.add_argument("--settings", default="exact,coarse", help="of exact, coarse, effnet")
     p.add_argument("--effnet", action="store_true", help="add the EfficientNet-Lite0 setting")
     p.add_argument("--methods", default=",".join(METHODS), help=f"of {', '.join(METHODS)}")
@@ -302,18 +302,11 @@ def main() -> None:
     p.add_argument("--linear-lr", type=float, default=LINEAR_LR,
                    help="query learning rate of the linear baselines (0: M3's 5e-4)")  # fmt: skip
     p.add_argument("--iterations", type=int, default=0, help="0: the sized default schedule")
-    p.add_argument("--frames", type=int, default=40)
-    p.add_argument("--width", type=int, default=160)
-    p.add_argument("--height", type=int, default=120)
-    p.add_argument("--min-objects", type=int, default=5)
-    p.add_argument("--max-objects", type=int, default=8)
     p.add_argument("--absent", type=int, default=3, help="absent labels queried per room")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
     p.add_argument("--skip-2d", action="store_true", help="no 2D metrics (faster)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 exact room, 16 frames, "
                    "150 steps, 4 objects")  # fmt: skip
-    p.add_argument("--workdir", default=None, help="keep scenes/memories here (default: tmp)")
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "m3_bench_memory"),
                    help="plot and results.json (default: TMP/m3_bench_memory)")  # fmt: skip
     args = p.parse_args()

@@ -121,6 +121,24 @@ def project_forward(
 
 
 @njit(cache=True, inline="always")
+def _cov2d(w, sig, sc, jac, cov, x, y, z, fx, fy, lxp, lxn, lyp, lyn, eps2d):
+    """EWA splatting (gsplat's persp_proj): cov = J (W Sigma W^T) J^T with the Jacobian J taken
+    at the clamped (tx, ty, z); returns (tx, ty, a, b, c, det) of cov + eps2d I."""
+    _sandwich(w, sig, sc)  # sc = W Sigma W^T
+    tx = z * min(lxp, max(-lxn, x / z))
+    ty = z * min(lyp, max(-lyn, y / z))
+    jac[0, 0] = fx / z
+    jac[0, 2] = -fx * tx / (z * z)
+    jac[1, 1] = fy / z
+    jac[1, 2] = -fy * ty / (z * z)
+    _sandwich(jac, sc, cov)
+    ca = cov[0, 0] + eps2d
+    cb = 0.5 * (cov[0, 1] + cov[1, 0])
+    cc = cov[1, 1] + eps2d
+    return tx, ty, ca, cb, cc, ca * cc - cb * cb
+
+
+@njit(cache=True, inline="always")
 def _project_one(
     means, quats, scales, opacities, use_opacity, viewmats, ks, width, height, near, far,
     eps2d, radius_clip, out_xy, out_depth, out_conic, out_radii, n, q, r, m, sig, w, sc, mc,
@@ -144,18 +162,8 @@ def _project_one(
         x, y, z = mc[0], mc[1], mc[2]
         if not (z >= near and z <= far) or not op_ok:
             continue
-        _sandwich(w, sig, sc)
-        tx = z * min(lxp, max(-lxn, x / z))
-        ty = z * min(lyp, max(-lyn, y / z))
-        jac[0, 0] = fx / z
-        jac[0, 2] = -fx * tx / (z * z)
-        jac[1, 1] = fy / z
-        jac[1, 2] = -fy * ty / (z * z)
-        _sandwich(jac, sc, cov)
-        ca = cov[0, 0] + eps2d
-        cb = 0.5 * (cov[0, 1] + cov[1, 0])
-        cc = cov[1, 1] + eps2d
-        det = ca * cc - cb * cb
+        tx, ty, ca, cb, cc, det = _cov2d(w, sig, sc, jac, cov, x, y, z, fx, fy, lxp, lxn, lyp,
+                                         lyn, eps2d)  # fmt: skip
         if not det > 0:
             continue
         u = fx * x / z + cx
@@ -238,19 +246,9 @@ def _backward_one(
             viewmats, ks, c, means, n, width, height, w, mc
         )
         x, y, z = mc[0], mc[1], mc[2]
-        _sandwich(w, sig, sc)
         rxz, ryz = x / z, y / z
-        tx = z * min(lxp, max(-lxn, rxz))
-        ty = z * min(lyp, max(-lyn, ryz))
-        jac[0, 0] = fx / z
-        jac[0, 2] = -fx * tx / (z * z)
-        jac[1, 1] = fy / z
-        jac[1, 2] = -fy * ty / (z * z)
-        _sandwich(jac, sc, cov)
-        ca = cov[0, 0] + eps2d
-        cb = 0.5 * (cov[0, 1] + cov[1, 0])
-        cc = cov[1, 1] + eps2d
-        det = ca * cc - cb * cb
+        tx, ty, ca, cb, cc, det = _cov2d(w, sig, sc, jac, cov, x, y, z, fx, fy, lxp, lxn, lyp,
+                                         lyn, eps2d)  # fmt: skip
         # conic (cc, -cb, ca) / det -> (ca, cb, cc)
         va, vb, vc = v_conic[c, n, 0], v_conic[c, n, 1], v_conic[c, n, 2]
         d2 = det * det
