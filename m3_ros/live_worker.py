@@ -10,9 +10,9 @@ there (a later ``TrainMemory`` reuses them). Every ``publish_every`` folded keyf
 when the stream has paused for ``idle_publish_s`` with keyframes not yet published, a snapshot
 is saved into ``memories_dir/<recording>/live`` (written beside, then renamed over the
 previous one) and announced like a trained memory (as ``<recording>.live``). Keyframes are
-folded newest first, then the backlog (:meth:`LiveWorker._update`), and each snapshot's
-relevancy temperatures are fitted on its latest keyframes as training fits a trained
-memory's, so a live score means what a trained one means.
+folded in recording order (:meth:`LiveWorker._update`), and each snapshot's relevancy
+temperatures are fitted on its latest keyframes as training fits a trained memory's, so a
+live score means what a trained one means.
 
 Once the recording has a trained memory (``memories_dir/<recording>/memory.json``, or the
 output of a ``TrainMemory`` run the trainer hands to :meth:`LiveWorker.trained`), the two are
@@ -48,7 +48,6 @@ from m3_core.live.choose import LIVE, TRAINED, Decision, Score
 class LiveRecording:
     memory: LiveMemory | None = None  # created from the first keyframe's features
     tried: set[str] = field(default_factory=set)  # frame names folded, refused or held out
-    known: set[str] = field(default_factory=set)  # frame names seen in the recording so far
     unpublished: int = 0  # keyframes folded since the last snapshot
     trained: Path | None = None  # the trained memory the trainer handed over (this run)
     serving: str = ""  # what this worker last announced: LIVE | TRAINED | "" (nothing yet)
@@ -155,33 +154,26 @@ class LiveWorker:
         """Fold every keyframe of the recording not tried yet, except its test views (held
         out: the trained and the live memory are compared on them); publish every N.
 
-        Newest first: of the keyframes that arrived since the worker last looked, the latest
-        (what the robot sees now) is folded next, so an object is answerable seconds after it
-        comes into view even when keyframes arrive faster than they fold; the backlog is
-        folded in recording order behind it."""
+        In recording order, whatever the arrival timing, so the live memory a walk gives
+        does not depend on how fast its keyframes came. (Newest-first folding was tried: it
+        let the demo answer sooner while keyframes arrived faster than they fold, but the
+        memory then depended on the arrival timing, and a small object of the tests' room
+        was lost in some orders.)"""
         from m3_core.data import load_dataset
 
         state = self.recs.setdefault(rec_id, LiveRecording())
-        dataset, seen = None, -1
-        while True:
-            if dataset is None or self.jobs.qsize() != seen:  # new keyframes may have come
-                seen = self.jobs.qsize()
-                dataset = load_dataset(self.recordings / rec_id, max_size=self.max_size)
-                test = set(dataset.test_indices)
-            todo = [i for i, f in enumerate(dataset.frames) if f.name not in state.tried]
-            if not todo:
-                return
-            fresh = [i for i in todo if dataset.frames[i].name not in state.known]
-            state.known.update(f.name for f in dataset.frames)
-            i = fresh[-1] if fresh else todo[0]
-            state.tried.add(dataset.frames[i].name)
+        dataset = load_dataset(self.recordings / rec_id, max_size=self.max_size)
+        test = set(dataset.test_indices)
+        for i, frame in enumerate(dataset.frames):
+            if frame.name in state.tried:
+                continue
+            state.tried.add(frame.name)
             if i in test:
                 continue
             try:
                 self._fold(dataset, i, state)
             except M3Error as exc:
-                name = dataset.frames[i].name
-                self.logger.warning(f"live memory skipped keyframe {name!r}: {exc}")
+                self.logger.warning(f"live memory skipped keyframe {frame.name!r}: {exc}")
                 continue
             state.unpublished += 1
             if state.unpublished >= self.publish_every:

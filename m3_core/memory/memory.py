@@ -179,12 +179,20 @@ class Memory:
         return self.gaussians["means"].device
 
     # -- decoding -------------------------------------------------------------------------
-    def decode(self, name: str, queries: torch.Tensor, *, chunk_size: int = 65536) -> torch.Tensor:
+    def decode(
+        self,
+        name: str,
+        queries: torch.Tensor,
+        *,
+        chunk_size: int = 65536,
+        matmul_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
         """GMA-decode queries into model ``name``'s feature space -> [..., d_m].
 
         ``queries`` is either the full query [..., Q] (the slice of ``name`` is taken) or
         already that slice [..., s_m]. Differentiable w.r.t. the queries and, when trainable,
-        the projection. Unknown ``name`` raises UnknownModelError.
+        the projection. Unknown ``name`` raises UnknownModelError. ``matmul_dtype``: see
+        :func:`~m3_core.memory.gma.gma_decode` (None: exact float32).
         """
         sl = self._layout.slice(name)
         s_m = sl.stop - sl.start
@@ -201,7 +209,12 @@ class Memory:
             )
         w = self.projections[name]
         return gma_decode(
-            q, w.to(q.dtype), self.banks[name], self.config.gma_temperature, chunk_size=chunk_size
+            q,
+            w.to(q.dtype),
+            self.banks[name],
+            self.config.gma_temperature,
+            chunk_size=chunk_size,
+            matmul_dtype=matmul_dtype,
         )
 
     # -- device / persistence -------------------------------------------------------------

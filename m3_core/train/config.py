@@ -103,6 +103,10 @@ class TrainConfig:
     # (1000 steps, 60 frames: 1-cos 0.0090 vs 0.0105, MSE 0.00136 vs 0.00171, same time)
     train_projection: bool = True
     gma_temperature: float = 0.05
+    # GMA's d-wide products during training (the serving decode stays float32): auto =
+    # bfloat16 on a CPU with AVX512-BF16 / AMX (m3_core.memory.gma.fast_matmul_dtype), else
+    # float32; fast_step False always uses float32 (the slow twin)
+    gma_matmul: str = "auto"  # auto | float32 | bfloat16
     init_points: int = 100_000  # cap on initial Gaussians (depth/COLMAP/random)
     init_opacity: float = 0.1
     psc_max_inputs: int | None = 200_000  # random subsample before Algorithm 1 (O(n^2))
@@ -127,6 +131,10 @@ class TrainConfig:
             raise InvalidInputError("feature_samples must be positive")
         if self.views_per_step < 1:
             raise InvalidInputError("views_per_step must be >= 1")
+        if self.gma_matmul not in ("auto", "float32", "bfloat16"):
+            raise InvalidInputError(
+                f"gma_matmul must be auto, float32 or bfloat16, got {self.gma_matmul!r}"
+            )
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise InvalidInputError(f"duplicate features {names}")

@@ -49,6 +49,15 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def gma_matmul_dtype(choice: str, device: torch.device) -> torch.dtype | None:
+    """TrainConfig.gma_matmul -> the dtype of GMA's d-wide products (None: float32)."""
+    from m3_core.memory.gma import fast_matmul_dtype
+
+    if choice == "auto":
+        return fast_matmul_dtype(device)
+    return torch.bfloat16 if choice == "bfloat16" else None
+
+
 def resolve_device(name: str) -> torch.device:
     if name in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,6 +82,7 @@ class Trainer:
         self.on_progress = (on_progress if self.dp.is_main else None) or (lambda p: None)
         self.should_stop = should_stop or (lambda: False)
         self.device = self.dp.device(resolve_device(config.device))
+        self.gma_dtype = gma_matmul_dtype(config.gma_matmul, self.device)
         self.incremental = incremental  # grow an existing memory with new frames
         self.gen = torch.Generator().manual_seed(config.seed)
 
@@ -203,11 +213,12 @@ class Trainer:
             ok = d > 0
             if bool(ok.any()):
                 loss = loss + self.cfg.depth_weight * (out.depth[ok] - d[ok]).abs().mean()
+        mm_dtype = self.gma_dtype if fast else None  # the slow twin decodes in float32
         for name in memory.layout.names:
             fl, _ = feature_loss(
                 out.queries[..., memory.layout.slice(name)],
                 self.targets[name][i],
-                lambda q, n=name: memory.decode(n, q),
+                lambda q, n=name: memory.decode(n, q, matmul_dtype=mm_dtype),
                 uvs[name],
                 fast=fast,
             )

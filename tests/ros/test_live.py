@@ -126,10 +126,10 @@ def test_a_keyframe_without_features_is_skipped_and_the_rest_published(tmp_path)
     assert len(warnings) == 1 and walk.frames[2].name in warnings[0], warnings
 
 
-def test_the_newest_keyframe_is_folded_first(tmp_path):
-    """Of the keyframes that arrived, the newest is folded first (what the robot sees now is
-    answerable soonest), then the backlog in recording order; frame 0 is the test view and is
-    never folded."""
+def test_keyframes_fold_in_recording_order_and_snapshots_are_calibrated(tmp_path):
+    """A backlog is folded in recording order (the live memory must not depend on arrival
+    timing); frame 0 is the test view and is never folded; the snapshot's relevancy
+    temperature is fitted on its keyframes' real label maps."""
     from types import SimpleNamespace
 
     from m3_ros.live_worker import LiveWorker
@@ -144,8 +144,7 @@ def test_the_newest_keyframe_is_folded_first(tmp_path):
     wait_for(lambda: announced, 60, "the snapshot")
     worker.close()
     folded = [re.search(r"keyframe (\S+) folded", m) for m in infos]
-    assert [m.group(1) for m in folded if m] == [walk.frames[i].name for i in (5, 1, 2, 3, 4)]
-    # the snapshot's relevancy temperature is fitted on its keyframes' real label maps
+    assert [m.group(1) for m in folded if m] == [walk.frames[i].name for i in (1, 2, 3, 4, 5)]
     from m3_core.data import FeatureStore
     from m3_core.memory import Memory
     from m3_core.memory.grounding import fit_temperatures, load_grounding_index
@@ -155,7 +154,7 @@ def test_the_newest_keyframe_is_folded_first(tmp_path):
     index = load_grounding_index(live, memory)
     assert index is not None and set(index.temperatures) == {"labels"}
     store = FeatureStore(walk.root, "labels")
-    ids = [5, 1, 2, 3, 4]
+    ids = [1, 2, 3, 4, 5]
     grids = [store.load(walk.frames[i].name) for i in ids]
     cams = [walk.frames[i].camera for i in ids]
     want = fit_temperatures(memory, cams, {"labels": (store.vocabulary()[1], grids)})
