@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -114,14 +115,31 @@ class Announcements:
         return time.monotonic() - self.items[-1][0] if self.items else float("inf")
 
 
-def wait_live(news: Announcements, walk_end: float, stack, quiet_s: float = 6.0,
-              cap_s: float = 300.0) -> None:  # fmt: skip
-    """Until the trainer has folded every keyframe: no live snapshot announced for ``quiet_s``
-    after the walk (it announces every few keyframes while folding), at most ``cap_s``. The
-    poller keeps asking meanwhile, so answers that come after the walk are timed too."""
+def live_caught_up(recording: Path, live_dir: Path, keyframes: int) -> bool:
+    """Has the trainer folded every training keyframe of the streamed ``recording`` (all
+    ``keyframes`` received) into the live snapshot in ``live_dir``?"""
+    import json
+
+    from m3_core.data import load_dataset
+    from m3_core.errors import M3Error
+
+    try:
+        folded = json.loads((live_dir / "memory.json").read_text())["extra"]["live"]["keyframes"]
+        dataset = load_dataset(recording)
+    except (OSError, ValueError, KeyError, TypeError, M3Error):
+        return False
+    return len(dataset.frames) >= keyframes and folded >= len(dataset.train_indices)
+
+
+def wait_live(news: Announcements, walk_end: float, stack, caught_up, quiet_s: float = 30.0,
+              cap_s: float = 600.0) -> None:  # fmt: skip
+    """Until the trainer has folded every keyframe (``caught_up()``), or announced no live
+    snapshot for ``quiet_s`` after the walk (a keyframe it could not fold), at most ``cap_s``.
+    The poller keeps asking meanwhile, so answers that come after the walk are timed too."""
 
     def settled() -> bool:
-        return time.monotonic() - walk_end > quiet_s and news.quiet_for() > quiet_s
+        quiet = time.monotonic() - walk_end > quiet_s and news.quiet_for() > quiet_s
+        return quiet or caught_up()
 
     try:
         wait_until(settled, cap_s, stack, "the live memory", poll=0.5)

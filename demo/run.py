@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from demo import scene
-from demo.live import Announcements, LivePoller, first_sightings, wait_live
+from demo.live import Announcements, LivePoller, first_sightings, live_caught_up, wait_live
 from demo.stack import NodeStack, isolate_ros, write_params
 from demo.stages import (
     HIT_RADIUS,
@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"demo: {why}\n{stack.tail('collector')}")
 
         st.start("live", "answers from the live memory during the walk (GroundObject each second)")
-        wait_live(news, walk_end, stack)
+        streamed = out / "trainer_recordings" / RECORDING
+        wait_live(news, walk_end, stack, lambda: live_caught_up(
+            streamed, memory_dir(out) / "live", collected["keyframes"]))  # fmt: skip
         poller.stop()
         live_rows = poller.rows(first_sightings(frames, args.rate))
         for r in live_rows:
