@@ -10,18 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
-from demo.stages import HIT_RADIUS, wait_until
+from demo.stages import HIT_RADIUS, to_box, wait_until
 
 MIN_PIXELS = 0.005  # an object is "seen" once it covers this fraction of a view
-
-
-def to_box(center, truth: dict) -> float:
-    """Distance (m) of ``center`` to the true box (0 inside it)."""
-    err = np.asarray(center, dtype=float) - np.asarray(truth["center"], dtype=float)
-    half = np.asarray(truth["size"], dtype=float) / 2
-    return float(np.linalg.norm(np.maximum(np.abs(err) - half, 0.0)))
 
 
 def first_sightings(frames, rate: float) -> dict[str, float]:
@@ -81,8 +72,8 @@ class LivePoller:
         answer = {"t_s": now, "score": score, "memory": res.message}
         if text == self.absent:
             self.false.append(answer)
-        elif to_box(center, self.truth[text]) <= HIT_RADIUS:
-            answer["to_box_m"] = round(to_box(center, self.truth[text]), 3)
+        elif (dist := to_box(center, self.truth[text])) <= HIT_RADIUS:
+            answer["to_box_m"] = round(dist, 3)
             self.answered[text] = answer
 
     def rows(self, sightings: dict[str, float]) -> list[dict]:

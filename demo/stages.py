@@ -204,6 +204,15 @@ def navigate(client, labels: list[str], stack: NodeStack) -> list[dict]:
     return out
 
 
+def to_box(center, truth: dict) -> float:
+    """Distance (m) of ``center`` to the true box ``truth`` ({center, size}; 0 inside it)."""
+    import numpy as np
+
+    err = np.asarray(center, dtype=float) - np.asarray(truth["center"], dtype=float)
+    half = np.asarray(truth["size"], dtype=float) / 2
+    return float(np.linalg.norm(np.maximum(np.abs(err) - half, 0.0)))
+
+
 def score_grounding(answers: list[dict], truth: list[dict]) -> list[dict]:
     """Per query: distance of the top answer's centre to the true box (m, 0 inside it: where
     the robot must go; a hit within HIT_RADIUS) and to the true centre (a box seen from one
@@ -218,11 +227,10 @@ def score_grounding(answers: list[dict], truth: list[dict]) -> list[dict]:
         if top is not None:
             row.update(score=round(top["score"], 4), center=[round(v, 3) for v in top["center"]])
         if a["present"]:
-            t = np.array(by_label[a["query"]]["center"])
-            half = np.array(by_label[a["query"]]["size"]) / 2
+            truth_row = by_label[a["query"]]
             if top is not None:
-                err = np.array(top["center"]) - t
-                row["to_box_m"] = round(float(np.linalg.norm(np.maximum(abs(err) - half, 0))), 3)
+                err = np.array(top["center"]) - np.array(truth_row["center"])
+                row["to_box_m"] = round(to_box(top["center"], truth_row), 3)
                 row["error_m"] = round(float(np.linalg.norm(err)), 3)
                 row["error_xy_m"] = round(float(np.linalg.norm(err[:2])), 3)
             row["hit"] = top is not None and row["to_box_m"] <= HIT_RADIUS
