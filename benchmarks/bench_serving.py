@@ -7,6 +7,7 @@ latency, and the server's RSS over time.
     python benchmarks/bench_serving.py                       # 4 clients x 10 s, 1 renderer
     python benchmarks/bench_serving.py --clients 8 --renderers 2 --seconds 60
     python benchmarks/bench_serving.py --memory MEM --text chair
+    python benchmarks/bench_serving.py --param render_nice=0   # renders at normal priority
 
 Without --memory it trains the tests' synthetic room (24 frames 80x60, 200 steps, ~14k
 Gaussians) into /tmp first. Runs in its own ROS domain on loopback.
@@ -44,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="clients' reply queue depth (m3_ros.node_utils.CLIENT_DEPTH; rclpy's "
                     "default is 10)")  # fmt: skip
     ap.add_argument("--render-stride", type=int, default=1, help="RenderFeatureAt feature_stride")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a memory_server parameter (YAML value), e.g. render_nice=0; "
+                    "repeatable")  # fmt: skip
     return ap.parse_args(argv)
 
 
@@ -185,6 +189,9 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="m3_bench_server_"))
     params = tmp / "params.yaml"
     doc = {"memory_path": str(memory), "device": "cpu", "max_render_bytes": 2_000_000_000}
+    for item in args.param:
+        name, _, value = item.partition("=")
+        doc[name] = yaml.safe_load(value)
     params.write_text(yaml.safe_dump({"memory_server": {"ros__parameters": doc}}))
     log = (tmp / "server.log").open("w")
     server = subprocess.Popen(
@@ -200,7 +207,8 @@ def main(argv=None) -> int:
             time.sleep(0.2)
         print(f"memory {memory}: {mem.num_gaussians} Gaussians; {args.clients} GroundObject "
               f"clients x {args.seconds:g} s; renders {args.render_size} '{feature}' "
-              f"stride {args.render_stride}", flush=True)  # fmt: skip
+              f"stride {args.render_stride}; parameters {args.param or 'default'}",
+              flush=True)  # fmt: skip
         rows = [("ground only", phase(server, args, 0, feature))]
         if args.renderers:
             rows.append(

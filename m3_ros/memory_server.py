@@ -7,8 +7,9 @@ and on_shutdown free everything. Every callback checks the state: only an active
 answers, and an unconfigured or finalized one has no services at all. ``autostart`` drives
 configure + activate (else a lifecycle manager does). Fast queries run in a reentrant group,
 renders in their own mutually exclusive group, loads in another, so a render never blocks a
-GroundObject. Answers (``m3_ros.memory_services``) and markers / cloud are in the memory's
-world frame. Limits and trusted folders are read-only parameters.
+GroundObject; renders run on a nicer thread (``m3_ros.render_thread``), so that on busy cores
+GroundObject comes first. Answers (``m3_ros.memory_services``) and markers / cloud are in the
+memory's world frame. Limits and trusted folders are read-only parameters.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from m3_core.errors import InvalidInputError, M3Error
-from m3_core.splat.threads import kernel_threads
 from m3_ros import convert, markers
 from m3_ros import memory_services as answers
 from m3_ros.lifecycle_utils import Interfaces, lifecycle_state, require_active
 from m3_ros.memory_delivery import MemoryInbox, load_served
 from m3_ros.node_utils import declare_params, guarded_service, run_node
+from m3_ros.render_thread import RenderThread
 from m3_ros.srv import GroundObject, LoadMemory, QueryText, RenderFeatureAt
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -43,6 +44,7 @@ PARAMS = {
     "max_render_bytes": 64_000_000,  # one RenderFeatureAt answer (rgb + depth + feature maps)
     "request_time_budget_s": 10.0,  # a render stops (success=false) past this
     "render_threads": 1,  # kernel threads a render may use (0: all); other cores answer ground
+    "render_nice": 10,  # renders run on one thread this much nicer (0-19): ground comes first
     "cloud_max_points": 50_000,  # also the most points a QueryText may ask for
     "occupancy_resolution": 0.1,  # ~/occupancy: cells with opaque Gaussians between these
     "occupancy_min_height": 0.1,  # heights above the floor are occupied (the nav bridge
@@ -59,7 +61,7 @@ PARAMS = {
 }
 READ_ONLY = (
     *("max_results", "max_render_pixels", "max_render_bytes", "request_time_budget_s"),
-    "render_threads",
+    *("render_threads", "render_nice"),
     *("cloud_max_points", "accept_memories_from", "memories_dir", "load_roots"),
     "executor_threads",
 )
@@ -73,6 +75,7 @@ class MemoryServer(LifecycleNode):
         self.served: answers.Served | None = None  # swapped in one assignment
         self.iface: Interfaces | None = None
         self.inbox: MemoryInbox | None = None
+        self.renders: RenderThread | None = None
         self.executor_threads = self.p("executor_threads")  # read by run_node
         if self.p("autostart") and self.trigger_configure() == SUCCESS:
             self.trigger_activate()
@@ -85,6 +88,9 @@ class MemoryServer(LifecycleNode):
         fast, self.loads = ReentrantCallbackGroup(), Exclusive()
         try:
             self.settings = answers.ServeSettings.from_params(self.p)
+            self.renders = RenderThread(self.settings.render_nice, self.settings.render_threads)
+            if self.renders.niced is False:
+                self.get_logger().warning("renders run at normal priority (no per-thread nice)")
             self.iface = Interfaces(
                 self,
                 [
@@ -135,7 +141,9 @@ class MemoryServer(LifecycleNode):
         if not keep_interfaces:
             if self.iface is not None:
                 self.iface.free()
-            self.iface, self.served, self.settings = None, None, None
+            if self.renders is not None:
+                self.renders.close()
+            self.iface, self.served, self.settings, self.renders = None, None, None, None
 
     # -- memories ---------------------------------------------------------------------------
     def _load(self, path: str, roots: list[str] | None = None) -> answers.Served:
@@ -190,8 +198,10 @@ class MemoryServer(LifecycleNode):
     @guarded_service
     def on_render(self, req: RenderFeatureAt.Request, res: RenderFeatureAt.Response):
         (served, s), stamp = self.ready(), self.get_clock().now().to_msg()
-        with kernel_threads(s.render_threads):  # this thread only: GroundObject keeps a core
-            return answers.render(served, req, res, s, stamp)
+        renders = self.renders  # the nicer render thread; this executor thread just waits
+        if renders is None:
+            raise InvalidInputError("the server is being cleaned up")
+        return renders.run(answers.render, served, req, res, s, stamp)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ class ServeSettings:
     max_render_bytes: int = 64_000_000  # rgb + depth + feature maps of one RenderFeatureAt
     request_time_budget_s: float = 10.0
     render_threads: int = 1  # compiled-kernel threads one render may use (0: all)
+    render_nice: int = 10  # the render thread's nice increment (0-19)
     cloud_color: str = "rgb"
     cloud_max_points: int = 50_000
 
@@ -43,6 +44,8 @@ class ServeSettings:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(s, name)}")
         if s.render_threads < 0:
             raise InvalidInputError(f"render_threads must be >= 0, got {s.render_threads}")
+        if not 0 <= s.render_nice <= 19:
+            raise InvalidInputError(f"render_nice must be in [0, 19], got {s.render_nice}")
         if not s.request_time_budget_s > 0:
             raise InvalidInputError("request_time_budget_s must be > 0")
         if s.cloud_color not in ("rgb", "relevancy"):
