@@ -40,10 +40,14 @@ def fit_temperature(
     convex in 1/T)."""
     if margins.shape != positives.shape or margins.numel() == 0:
         raise InvalidInputError("fit_temperature needs margins and positives of one shape, > 0")
-    z, y = margins.double().reshape(-1), positives.double().reshape(-1)
+    z = margins.double().reshape(-1)
+    # BCE(z / T, y) = mean(softplus(z / T)) - mean(y z) / T: the second mean is computed once
+    yz = float((z * positives.reshape(-1).double()).mean())
+    buf = torch.empty_like(z)
 
     def nll(log_t: float) -> float:
-        return float(torch.nn.functional.binary_cross_entropy_with_logits(z / math.exp(log_t), y))
+        inv = math.exp(-log_t)
+        return float(torch.nn.functional.softplus(torch.mul(z, inv, out=buf)).mean()) - yz * inv
 
     a, b = math.log(bounds[0]), math.log(bounds[1])
     g = (math.sqrt(5) - 1) / 2

@@ -8,7 +8,8 @@ the samples whose ground truth is not all zero.
 Fast paths and their slow twins (``fast=False``; tests compare them): SSIM through the separable
 1-D Gaussian as two banded matrix products instead of torchmetrics' 11x11 convolution (the
 same numbers), and bilinear
-sampling through ``F.grid_sample`` instead of ``m3_core.data.sample_bilinear``'s row gathers.
+sampling through ``F.grid_sample`` instead of ``m3_core.data.sample_bilinear``'s row gathers,
+and the feature distance from row reductions instead of masked copies.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
 def feature_distance(
     pred: torch.Tensor, target: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean(1 - cos), per-element MSE) over rows [P, D] whose target is not all zero."""
+    """(mean(1 - cos), per-element MSE) over rows [P, D] whose target is not all zero: the
+    slow twin of :func:`feature_distance_fused` (masked copies, ``F.cosine_similarity``)."""
     valid = target.abs().amax(dim=-1) > 0  # [P]
     if not bool(valid.any()):
         zero = pred.sum() * 0.0
@@ -91,6 +93,56 @@ def feature_distance(
     p, t = pred[valid], target[valid]
     cos = F.cosine_similarity(p, t, dim=-1, eps=1e-8)
     return (1.0 - cos).mean(), F.mse_loss(p, t)
+
+
+class _FusedDistance(torch.autograd.Function):
+    """Row sums (1 - cos) and |p - t|^2 over valid rows [P, D] -> (cos sum, sq sum); the
+    gradient with respect to ``pred`` only, written in one pass (alpha t + beta p per row)."""
+
+    EPS = 1e-8  # F.cosine_similarity's floor on each norm (applied before the square root)
+
+    @staticmethod
+    def forward(ctx, pred, target, tt, valid):  # [P, D], [P, D] and [P] |t|^2 (constant), [P]
+        buf = torch.empty_like(pred)  # one [P, D] scratch for the row sums
+        pt = torch.mul(pred, target, out=buf).sum(-1)  # [P]
+        pp = torch.mul(pred, pred, out=buf).sum(-1)
+        e2 = _FusedDistance.EPS**2
+        pn, tn = pp.clamp_min(e2).sqrt(), tt.clamp_min(e2).sqrt()
+        cos = pt / (pn * tn)
+        sq = (pp + tt - 2.0 * pt).clamp_min(0.0)
+        ctx.save_for_backward(pred, target, valid, pt, pp, pn, tn)
+        return ((1.0 - cos) * valid).sum(), (sq * valid).sum()
+
+    @staticmethod
+    def backward(ctx, g_cos, g_sq):
+        pred, target, valid, pt, pp, pn, tn = ctx.saved_tensors
+        e2 = _FusedDistance.EPS**2
+        # d(1 - cos)/dp = -t / (|p| |t|) + pt p / (|p|^3 |t|)  (|p| clamped: no p term then)
+        a = -g_cos * valid / (pn * tn)  # [P] coefficient of t
+        b = g_cos * valid * pt * (pp > e2) / (pn**3 * tn)  # [P] coefficient of p
+        a = a - 2.0 * g_sq * valid  # d|p - t|^2/dp = 2 p - 2 t
+        b = b + 2.0 * g_sq * valid
+        grad = pred * b[:, None]
+        grad.addcmul_(target, a[:, None])
+        return grad, None, None, None
+
+
+def feature_distance_fused(
+    pred: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`feature_distance` from three row reductions: p.t, |p|^2 and |t|^2 give both
+    the cosine and the squared distance |p|^2 + |t|^2 - 2 p.t; all-zero target rows are
+    weighted 0 instead of copied out, and the gradient is one pass. At P = 2000, D = 1280
+    (the demo's training) it replaces about a dozen full [P, D] passes by five."""
+    t = target.detach().to(pred.dtype)
+    tt = (t * t).sum(-1)  # [P]
+    valid = (tt > 0).to(pred.dtype)  # a row with data has |t|^2 > 0 (features are >> 1e-19)
+    n = valid.sum()
+    if not bool(n > 0):
+        zero = pred.sum() * 0.0
+        return zero, zero
+    cos_sum, sq_sum = _FusedDistance.apply(pred, t, tt, valid)
+    return cos_sum / n, sq_sum / (n * pred.shape[-1])
 
 
 def sample_uv(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -128,5 +180,5 @@ def feature_loss(
         q = sample_bilinear(query_map, uv)
         gt = sample_bilinear(gt_grid.to(query_map.device, torch.float32), uv)
     pred = decode(q)  # [P, d_m]
-    cos_d, mse = feature_distance(pred, gt)
+    cos_d, mse = (feature_distance_fused if fast else feature_distance)(pred, gt)
     return cos_d + mse, {"cos": float(cos_d.detach()), "mse": float(mse.detach())}

@@ -86,6 +86,22 @@ def test_fit_temperature_recovers_the_generating_temperature():
         fit_temperature(margins[:0], positives[:0])
 
 
+def test_fit_temperature_minimises_torch_binary_cross_entropy():
+    """The fit (softplus form, mean(y z) once) is the minimiser of torch's
+    binary_cross_entropy_with_logits(z / T, y): checked against a dense scan of log T."""
+    g = torch.Generator().manual_seed(1)
+    margins = torch.randn(50000, generator=g) * 0.03 - 0.02
+    positives = torch.rand(margins.shape, generator=g) < torch.sigmoid(margins / 0.012)
+    log_t = torch.linspace(math.log(1e-3), math.log(1.0), 4001, dtype=torch.float64)
+    z, y = margins.double(), positives.double()
+    losses = torch.stack(
+        [torch.nn.functional.binary_cross_entropy_with_logits(z / math.exp(v), y) for v in log_t]
+    )
+    best = math.exp(float(log_t[losses.argmin()]))
+    step = float(log_t[1] - log_t[0])
+    assert math.log(fit_temperature(margins, positives)) == pytest.approx(math.log(best), abs=step)
+
+
 def test_index_calibrates_on_real_feature_grids_and_round_trips(tmp_path):
     mem = tiny_memory()
     out = tmp_path / "mem"

@@ -4,7 +4,14 @@ import torch
 from skimage.metrics import structural_similarity
 
 from m3_core.memory.gma import gma_decode
-from m3_core.train.losses import feature_distance, feature_loss, photometric_loss, psnr, ssim
+from m3_core.train.losses import (
+    feature_distance,
+    feature_distance_fused,
+    feature_loss,
+    photometric_loss,
+    psnr,
+    ssim,
+)
 
 
 def test_ssim_matches_skimage():
@@ -54,3 +61,27 @@ def test_feature_loss_is_sampled_at_the_same_coordinates():
     assert parts["cos"] < 1e-4 and parts["mse"] < 1e-3
     loss.backward()
     assert qmap.grad is not None and torch.isfinite(qmap.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_feature_distance_matches_its_slow_twin_forward_and_backward(dtype):
+    """At a real size (2000 samples x 1280 channels, some targets all zero, some predictions
+    equal to their target) both terms and their gradient agree with the masked reference."""
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randn(2000, 1280, generator=g, dtype=dtype)
+    tgt = torch.randn(2000, 1280, generator=g, dtype=dtype).abs()
+    tgt[::7] = 0.0  # no data
+    pred[1::11] = tgt[1::11]  # exact matches: cos 1, distance 0
+    tol = {"rtol": 2e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 0}
+    grads = []
+    for fn in (feature_distance, feature_distance_fused):
+        p = pred.clone().requires_grad_(True)
+        cos_d, mse = fn(p, tgt)
+        (cos_d + 0.5 * mse).backward()
+        grads.append((cos_d.detach(), mse.detach(), p.grad))
+    (c0, m0, g0), (c1, m1, g1) = grads
+    torch.testing.assert_close(c1, c0, **tol)
+    torch.testing.assert_close(m1, m0, **tol)
+    torch.testing.assert_close(g1, g0, rtol=1e-4 if dtype == torch.float32 else 1e-8, atol=1e-9)
+    zero = feature_distance_fused(pred, torch.zeros_like(tgt))
+    assert float(zero[0]) == 0.0 and float(zero[1]) == 0.0
