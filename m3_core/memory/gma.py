@@ -12,8 +12,10 @@ The bank is treated as a constant: it never receives a gradient.
 
 :func:`gma_decode` processes ``chunk_size`` leading elements at a time with a hand-written
 backward that recomputes the attention per chunk, so neither pass holds more than
-``chunk_size * t`` attention weights; the logits go through the low-rank ``W @ Bn^T``
-[s, t], so only ``a @ B`` (forward) and ``grad @ B^T`` (backward) cost d per weight.
+``chunk_size * t`` attention weights (a single chunk of at most 16M weights, as a training
+step's samples, keeps its forward weights for the backward instead); the logits go through
+the low-rank ``W @ Bn^T`` [s, t] and the norm of z through ``W W^T`` [s, s], so only
+``a @ B`` (forward) and ``grad @ B^T`` (backward) cost d per weight.
 :func:`gma_decode_reference` is its slow twin (plain autograd over the whole batch).
 """
 
@@ -77,18 +79,18 @@ def gma_decode_reference(
 
 
 def _attention(
-    qc: torch.Tensor, proj: torch.Tensor, p_t: torch.Tensor, tau: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (a [c, t], u [c, t], z [c, d], ||z|| [c, 1]) for a chunk of queries qc [c, s].
+    qc: torch.Tensor, gram: torch.Tensor, p_t: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (a [c, t], u [c, t], ||z|| [c, 1]) for a chunk of queries qc [c, s].
 
     The logits cos(z, B_k) / tau = (z @ Bn^T) / ||z|| / tau are computed as
     (qc @ P) / ||z|| / tau with P = W @ Bn^T [s, t] (s is small: 16), which costs c*s*t
-    instead of c*d*t multiply-adds (d = 768..1280)."""
-    z = qc @ proj  # [c, d] (only its norm is needed: c*s*d, cheap)
-    norm = z.norm(dim=-1, keepdim=True)  # [c, 1]
+    instead of c*d*t multiply-adds (d = 768..1280), and ||z||^2 = q G q^T with the Gram matrix
+    G = W W^T [s, s], so z = q W [c, d] itself is never formed."""
+    norm = ((qc @ gram) * qc).sum(-1, keepdim=True).clamp_min(0.0).sqrt()  # [c, 1]
     u = qc @ p_t  # [c, t] = z @ Bn^T
     a = torch.softmax(u / (norm.clamp_min(_NORM_EPS) * tau), dim=-1)  # [c, t]
-    return a, u, z, norm
+    return a, u, norm
 
 
 def _wide(x: torch.Tensor, bank_m: torch.Tensor) -> torch.Tensor:
@@ -96,15 +98,23 @@ def _wide(x: torch.Tensor, bank_m: torch.Tensor) -> torch.Tensor:
     return (x.to(bank_m.dtype) @ bank_m).to(x.dtype)
 
 
+_KEEP_ATTENTION = 16 * 2**20  # forward attention weights kept for backward up to this many
+
+
 class _GMAChunked(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q2, proj, bank, tau: float, chunk: int, mm_dtype):  # q2 [M, s]
         p_t = proj @ F.normalize(bank, dim=-1).T  # [s, t]
+        gram = proj @ proj.T  # [s, s]
         bank_m = bank.to(mm_dtype or bank.dtype)  # the d-wide products' operand
         out = q2.new_empty(q2.shape[0], bank.shape[1])  # [M, d]
+        # one chunk whose weights are small enough: keep (a, u, norm) instead of recomputing
+        keep = any(ctx.needs_input_grad[:2]) and q2.shape[0] <= chunk
+        keep = keep and q2.shape[0] * bank.shape[0] <= _KEEP_ATTENTION
         for a0 in range(0, q2.shape[0], chunk):
-            a = _attention(q2[a0 : a0 + chunk], proj, p_t, tau)[0]
-            out[a0 : a0 + chunk] = _wide(a, bank_m)
+            att = _attention(q2[a0 : a0 + chunk], gram, p_t, tau)
+            out[a0 : a0 + chunk] = _wide(att[0], bank_m)
+        ctx.kept = att if keep else None
         ctx.save_for_backward(q2, proj, bank)
         ctx.tau, ctx.chunk, ctx.mm_dtype = tau, chunk, mm_dtype
         return out
@@ -117,24 +127,27 @@ class _GMAChunked(torch.autograd.Function):
         need_q, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         bank_n = F.normalize(bank, dim=-1)  # [t, d]
         p_t = proj @ bank_n.T  # [s, t]
+        gram = proj @ proj.T  # [s, s]
         bank_mt = bank.to(ctx.mm_dtype or bank.dtype).T  # [d, t]
         dq = torch.empty_like(q2) if need_q else None  # [M, s]
         dp_t = torch.zeros_like(p_t) if need_p else None  # [s, t]
         dp = torch.zeros_like(proj) if need_p else None  # [s, d]
         for a0 in range(0, q2.shape[0], chunk):
             qc, gc = q2[a0 : a0 + chunk], grad_out[a0 : a0 + chunk]
-            a, u, z, norm = _attention(qc, proj, p_t, tau)
+            a, u, norm = ctx.kept if ctx.kept is not None else _attention(qc, gram, p_t, tau)
             da = _wide(gc, bank_mt)  # [c, t] = gc @ bank^T
-            dlogit = a * (da - (da * a).sum(-1, keepdim=True)) / tau  # softmax backward
             n = norm.clamp_min(_NORM_EPS)  # [c, 1]; below eps the norm is a constant
-            du = dlogit / n  # [c, t]
-            dn = -(dlogit * u).sum(-1, keepdim=True) / (n * n)  # [c, 1]
-            dz = torch.where(norm > _NORM_EPS, dn / n, torch.zeros_like(dn)) * z  # [c, d]
+            # softmax backward, dlogit = a (da - sum(a da)) / tau, and du = dlogit / n, in place
+            du = da.sub_((da * a).sum(-1, keepdim=True)).mul_(a).mul_(1.0 / (tau * n))  # [c, t]
+            dn = -(du * u).sum(-1, keepdim=True) / n  # [c, 1] = -(dlogit u) / n^2
+            dz_coef = torch.where(norm > _NORM_EPS, dn / n, torch.zeros_like(dn))  # [c, 1]
+            # dz = dz_coef * z (d ||z|| / dz = z / ||z||); through z = q W: dq += dz W^T
             if dq is not None:
-                dq[a0 : a0 + chunk] = du @ p_t.T + dz @ proj.T
+                dq[a0 : a0 + chunk] = du @ p_t.T + dz_coef * (qc @ gram)
             if dp is not None:
                 dp_t += qc.T @ du
-                dp += qc.T @ dz
+                dp += qc.T @ (dz_coef * (qc @ proj))
+        ctx.kept = None
         if dp is not None:
             dp += dp_t @ bank_n  # through P = W @ Bn^T
         return dq, dp, None, None, None, None
