@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 
         st.start("serve", "the trainer announces the better memory; the server swaps it in")
         served = wait_served(client, news, seen, out, labels[0], stack)
-        kept = "" if served == RECORDING else " (the live one measured better on held-out views)"
+        better = " (the live one measured clearly better on held-out views)"
+        kept = "" if served == RECORDING else better
         st.done(f"serving {served}{kept}")
 
         st.start("ground", "ground each object (and one absent) -> nav bridge goals")

@@ -41,6 +41,8 @@ def test_no_trained_memory_serves_the_live_snapshot():
         (0.20, 0.10, LIVE),  # live decodes closer to the real features
         (0.10, 0.20, TRAINED),
         (0.15, 0.15, TRAINED),  # a tie keeps the trained memory
+        (0.3538, 0.3529, TRAINED),  # the demo's: 0.25 % lower is within the noise
+        (0.3538, 0.3460, LIVE),  # 2.2 % lower: clearly better
     ],
 )
 def test_feature_distance_decides(trained, live, serve):
@@ -62,7 +64,10 @@ def test_mean_over_shared_features_only():
     assert d.trained == pytest.approx(0.3, abs=1e-12) and d.live == pytest.approx(0.25, abs=1e-12)
 
 
-@pytest.mark.parametrize(("trained", "live", "serve"), [(25.0, 20.0, TRAINED), (20.0, 25.0, LIVE)])
+@pytest.mark.parametrize(
+    ("trained", "live", "serve"),
+    [(25.0, 20.0, TRAINED), (20.0, 25.0, LIVE), (20.0, 20.4, TRAINED)],  # 0.4 dB: within noise
+)
 def test_psnr_decides_without_a_shared_feature(trained, live, serve):
     d = choose(Score(4, trained, {"effnet": 0.5}), Score(4, live, {"labels": 0.01}))
     assert d.serve == serve and d.measure == "PSNR"
