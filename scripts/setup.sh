@@ -86,4 +86,10 @@ fi
 
 "$PY" -c "from m3_ros.srv import QueryText; import m3_core" \
   || { echo "[setup] failed: m3_ros interfaces do not import" >&2; exit 1; }
+
+# 7. The CPU rasterizer's kernels, compiled now (~25 s once; later runs load numba's cache in
+#    a few seconds) rather than in the first live keyframe or training step of a robot's run.
+log "compiling the CPU kernels (m3_core.warmup)"
+OMP_WAIT_POLICY=PASSIVE "$PY" -m m3_core.warmup \
+  || { echo "[setup] failed: the CPU kernels did not compile" >&2; exit 1; }
 log "ready: $VENV (activate with: source $VENV/bin/activate)"
