@@ -1,4 +1,9 @@
-"""Atomic file writes: nothing is half-written if the process dies (temp file + rename)."""
+"""Atomic file writes: nothing is half-written if the process dies (temp file + rename).
+
+The temp files and folders get the permissions a plain ``open`` / ``mkdir`` would give
+(0666 / 0777 less the umask), not ``tempfile``'s private 0600 / 0700: on a robot the memory
+server may run as another user than the trainer that wrote the memory on a shared disk.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,27 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def current_umask() -> int:
+    """This process's umask (Linux: read, not set; elsewhere set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: str | Path, prefix: str) -> Path:
+    """``tempfile.mkdtemp`` in ``parent`` with the permissions of a plain ``mkdir`` (module
+    doc): a staging folder that is renamed into place."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, 0o777 & ~current_umask())
+    return path
 
 
 @contextlib.contextmanager
@@ -21,6 +47,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~current_umask())
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:

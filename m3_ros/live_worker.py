@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import queue
 import shutil
-import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from pathlib import Path
 import torch
 
 from m3_core.errors import InvalidInputError, M3Error
+from m3_core.io import make_temp_dir
 from m3_core.live import LiveConfig, LiveMemory, keyframe_from_dataset
 from m3_core.live.choose import LIVE, TRAINED, Decision, Score
 
@@ -251,7 +251,7 @@ class LiveWorker:
             return
         dest = self.memories / rec_id / "live"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".live.", dir=dest.parent))
+        staging = make_temp_dir(dest.parent, ".live.")
         feature_dirs = {n: self.recordings / rec_id / "features" / n for n in self.features}
         try:
             temps = self._temperatures(rec_id, state)

@@ -17,10 +17,10 @@ import hashlib
 import io
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path, PurePosixPath
 
 from m3_core.errors import CheckpointError
+from m3_core.io import make_temp_dir
 from m3_core.memory.grounding import INDEX_FILE
 from m3_core.memory.io import META_FILE, TENSOR_FILE, read_meta
 
@@ -91,7 +91,7 @@ def unpack_memory(data: bytes, directory: str | Path) -> Path:
     for info in members:
         _check_member(info)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = make_temp_dir(directory.parent, f".{directory.name}.")
     try:
         with tar:
             for info in members:

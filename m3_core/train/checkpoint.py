@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -37,7 +36,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from m3_core.errors import CheckpointError
-from m3_core.io import atomic_write_bytes, atomic_write_text
+from m3_core.io import atomic_write_bytes, atomic_write_text, make_temp_dir
 from m3_core.memory.io import META_FILE, encode_memory, write_memory
 
 STATE_VERSION = 2
@@ -129,7 +128,7 @@ def save_checkpoint(
         "memory_sha256": json.loads(meta_text)["sha256"],
     }
     if not finished or keep_state:
-        folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{step:07d}-", dir=out_dir))
+        folder = make_temp_dir(out_dir, f"{PREFIX}{step:07d}-")
         write_memory(folder, blob, meta_text)
         atomic_write_bytes(
             folder / STATE_TENSORS, st_save(_state_tensors(optimizers, strategy_state))
