@@ -254,8 +254,11 @@ class LiveWorker:
         staging = make_temp_dir(dest.parent, ".live.")
         feature_dirs = {n: self.recordings / rec_id / "features" / n for n in self.features}
         try:
-            temps = self._temperatures(rec_id, state)
-            state.memory.save(staging, feature_dirs=feature_dirs, temperatures=temps)
+            snapshot = state.memory.snapshot()  # one copy: calibrated, then written
+            temps = self._temperatures(rec_id, state, snapshot)
+            state.memory.save(
+                staging, feature_dirs=feature_dirs, temperatures=temps, snapshot=snapshot
+            )
             replace_folder(staging, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -263,7 +266,7 @@ class LiveWorker:
         self.logger.info(f"live memory {rec_id}: snapshot of {n} keyframes at {dest}")
         self._announce(rec_id, state)
 
-    def _temperatures(self, rec_id: str, state: LiveRecording) -> dict[str, float]:
+    def _temperatures(self, rec_id: str, state: LiveRecording, memory) -> dict[str, float]:
         """Relevancy temperatures of the snapshot, fitted on its latest ``calibration_frames``
         keyframes against their real feature maps (as the trainer fits a trained memory's on
         its training views), so that live and trained scores mean the same."""
@@ -284,7 +287,6 @@ class LiveWorker:
                 calibration[name] = (vocab[1], grids)
         if not calibration or not ids:
             return {}
-        memory = state.memory.snapshot()
         return fit_temperatures(memory, [dataset.frames[i].camera for i in ids], calibration)
 
     def _on_trained(self, rec_id: str, path: Path) -> None:

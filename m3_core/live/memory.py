@@ -322,16 +322,21 @@ class LiveMemory:
         *,
         feature_dirs: Mapping[str, Path] | None = None,
         temperatures: Mapping[str, float] | None = None,
+        snapshot=None,
     ):
         """Write the snapshot and its grounding index into ``directory`` (each file atomic);
         ``feature_dirs`` name -> folder holding that feature's ``vocabulary.npz`` /
         ``meta.json``, copied to ``DIR/features/<name>/`` so the folder answers text queries;
         ``temperatures``: the relevancy temperatures fitted for the snapshot
-        (:func:`m3_core.memory.grounding.fit_temperatures`), stored in its index."""
+        (:func:`m3_core.memory.grounding.fit_temperatures`), stored in its index;
+        ``snapshot``: the :meth:`snapshot` to write, when the caller took one already (for the
+        temperatures) and nothing was folded since; else one is taken here."""
         from m3_core.io import atomic_write_bytes
         from m3_core.memory.grounding import memory_sha
 
-        out = self.snapshot().save(directory)
+        if snapshot is not None and snapshot.extra.get("live", {}).get("version") != self.version:
+            raise InvalidInputError("the snapshot given to save is not of the current version")
+        out = (snapshot if snapshot is not None else self.snapshot()).save(directory)
         index = self.grounding_index(temperatures=temperatures)
         index.memory_sha = memory_sha(out)
         index.save(out)

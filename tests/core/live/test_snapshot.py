@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from m3_core.data.features import FeatureStore
+from m3_core.errors import InvalidInputError
 from m3_core.live import LiveConfig, LiveMemory
 from m3_core.memory import Memory
 from m3_core.query import MemoryPredictor, TextEncoder
@@ -59,3 +61,20 @@ def test_saved_folder_answers_through_memory_predictor(tmp_path):
     np.testing.assert_allclose(
         pred.relevancy("floor").numpy(), in_memory.relevancy("floor").numpy(), atol=1e-6
     )
+
+
+def test_save_writes_the_snapshot_given_and_refuses_a_stale_one(tmp_path):
+    """The live worker takes one snapshot per publish (to calibrate it) and saves that one:
+    the folder equals a save that takes its own; a snapshot older than the memory is refused."""
+    live = _live()
+    given = live.snapshot()
+    live.save(tmp_path / "given", snapshot=given)
+    live.save(tmp_path / "own")
+    a, b = Memory.load(tmp_path / "given"), Memory.load(tmp_path / "own")
+    for key, t in b.gaussians.items():
+        torch.testing.assert_close(a.gaussians[key], t, rtol=0, atol=0)
+    assert a.extra == b.extra
+    live.add_keyframe(room_keyframes(5, 48, 36)[4])
+    with pytest.raises(InvalidInputError, match="current version"):
+        live.save(tmp_path / "stale", snapshot=given)
+    assert not (tmp_path / "stale").exists()
