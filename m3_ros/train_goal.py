@@ -4,6 +4,8 @@ memory (the trainer node's message side; the collector's side is ``m3_ros.train_
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +82,28 @@ def feedback_msg(progress) -> TrainMemory.Feedback:
         num_gaussians=progress.num_gaussians,
         eta_seconds=progress.eta_s,
     )
+
+
+class FeedbackRate:
+    """Passes progress on to ``send`` at most ``max_hz`` times a second, and always when the
+    stage changes or at the last step: a GPU at 100 steps/s would otherwise publish 100
+    feedback messages a second to every client. ``clock``: seconds, monotonic."""
+
+    def __init__(
+        self, send: Callable[[object], object], max_hz: float, clock=time.monotonic
+    ) -> None:
+        if not max_hz > 0:
+            raise InvalidInputError(f"feedback_hz must be > 0, got {max_hz}")
+        self.send, self.period, self.clock = send, 1.0 / max_hz, clock
+        self.stage: str | None = None
+        self.last = -math.inf
+
+    def __call__(self, progress) -> None:
+        now = self.clock()
+        last_step = progress.total and progress.step >= progress.total
+        if progress.stage != self.stage or last_step or now - self.last >= self.period:
+            self.stage, self.last = progress.stage, now
+            self.send(progress)
 
 
 PLY_NAME = "gaussians.ply"  # written beside memory.json when the trainer's export_ply is on

@@ -36,7 +36,7 @@ from m3_ros.keyframe_io import KeyframeReceiver
 from m3_ros.memory_delivery import archive_msg, memory_publisher
 from m3_ros.msg import Keyframe
 from m3_ros.node_utils import declare_params, guarded_callback, latched_qos, run_node
-from m3_ros.train_goal import export_ply_beside, feedback_msg, resolve_goal
+from m3_ros.train_goal import FeedbackRate, export_ply_beside, feedback_msg, resolve_goal
 
 PARAMS = {
     "recordings_dir": "recordings",  # streamed keyframes land here (goals' data: only here
@@ -56,6 +56,7 @@ PARAMS = {
     "live_publish_every": 5,  # keyframes per announced live snapshot
     "live_publish_idle_s": 3.0,  # ... or this long after the stream pauses
     "live_features": [""],  # [""]: the trainer's features (name[:channels[:threshold]])
+    "feedback_hz": 10.0,  # TrainMemory feedback at most this often (and at every new stage)
 }
 
 
@@ -141,7 +142,10 @@ class Trainer(Node):
                 data,
                 cfg,
                 out,
-                lambda progress: goal_handle.publish_feedback(feedback_msg(progress)),
+                FeedbackRate(
+                    lambda progress: goal_handle.publish_feedback(feedback_msg(progress)),
+                    self.p("feedback_hz"),
+                ),
                 lambda: goal_handle.is_cancel_requested,
                 weights_dir=self.p("weights_dir") or None,
                 incremental=goal_handle.request.incremental,

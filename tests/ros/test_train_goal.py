@@ -11,7 +11,7 @@ pytest.importorskip("rclpy")
 from m3_core.errors import InvalidInputError  # noqa: E402
 from m3_core.train import FeatureSpec  # noqa: E402
 from m3_ros.action import TrainMemory  # noqa: E402
-from m3_ros.train_goal import feedback_msg, resolve_goal  # noqa: E402
+from m3_ros.train_goal import FeedbackRate, feedback_msg, resolve_goal  # noqa: E402
 from m3_ros.trainer import PARAMS  # noqa: E402
 
 
@@ -61,6 +61,22 @@ def test_a_goal_without_data_is_refused(tmp_path):
         resolve_goal(TrainMemory.Goal(dataset_path=str(tmp_path / "rec" / "no")), params(tmp_path))
     with pytest.raises(InvalidInputError, match="bad feature spec 'clip:x'"):
         resolve_goal(TrainMemory.Goal(features=["clip:x"], recording_id="r"), params(tmp_path))
+
+
+def test_feedback_is_rate_limited_but_keeps_every_stage_and_the_end():
+    sent, now = [], [0.0]
+    rate = FeedbackRate(sent.append, 10.0, clock=lambda: now[0])
+    reports = [("loading", 0, 5)] + [("training", i, 5) for i in range(1, 6)] + [("done", 5, 5)]
+    for stage, step, total in reports:  # all within 20 ms except the last training step
+        now[0] += 0.004
+        rate(SimpleNamespace(stage=stage, step=step, total=total))
+    got = [(p.stage, p.step) for p in sent]
+    assert got == [("loading", 0), ("training", 1), ("training", 5), ("done", 5)]
+    now[0] += 0.1  # a period later the next step goes out
+    rate(SimpleNamespace(stage="done", step=5, total=0))
+    assert len(sent) == 5
+    with pytest.raises(InvalidInputError, match="feedback_hz"):
+        FeedbackRate(sent.append, 0.0)
 
 
 def test_progress_becomes_feedback():
