@@ -8,6 +8,7 @@ latency, and the server's RSS over time.
     python benchmarks/bench_serving.py --clients 8 --renderers 2 --seconds 60
     python benchmarks/bench_serving.py --memory MEM --text chair
     python benchmarks/bench_serving.py --param render_nice=0   # renders at normal priority
+    python benchmarks/bench_serving.py --server-cpus 0 --client-cpus 1   # one core each
 
 Without --memory it trains the tests' synthetic room (24 frames 80x60, 200 steps, ~14k
 Gaussians) into /tmp first. Runs in its own ROS domain on loopback.
@@ -45,6 +46,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="clients' reply queue depth (m3_ros.node_utils.CLIENT_DEPTH; rclpy's "
                     "default is 10)")  # fmt: skip
     ap.add_argument("--render-stride", type=int, default=1, help="RenderFeatureAt feature_stride")
+    ap.add_argument(
+        "--server-cpus",
+        default="",
+        metavar="LIST",
+        help="pin the server to these CPUs, e.g. 0 (Linux); with --client-cpus 1 the "
+        "clients stop competing with it, as on a robot whose clients run elsewhere",
+    )
+    ap.add_argument("--client-cpus", default="", metavar="LIST", help="pin the clients, e.g. 1")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="a memory_server parameter (YAML value), e.g. render_nice=0; "
                     "repeatable")  # fmt: skip
@@ -64,8 +73,19 @@ def small_memory() -> Path:
     return root / "memory"
 
 
+def cpu_set(text: str) -> set[int]:
+    """ "0,2-3" -> {0, 2, 3}; "" -> empty (no pinning)."""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
 def worker(kind: str, seconds: float, timeout: float, args: dict, out: mp.Queue) -> None:
     """One client process: call the service in a loop; report (latencies, failures)."""
+    if args["cpus"]:
+        os.sched_setaffinity(0, args["cpus"])
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -143,7 +163,7 @@ def phase(server, args, renderers: int, feature: str) -> dict:
     out = ctx.Queue()
     w, h = (int(v) for v in args.render_size.split("x"))
     kw = {"text": args.text, "size": (w, h), "feature": feature, "stride": args.render_stride,
-          "client_depth": args.client_depth}  # fmt: skip
+          "client_depth": args.client_depth, "cpus": cpu_set(args.client_cpus)}  # fmt: skip
     kinds = ["ground"] * args.clients + ["render"] * renderers
     procs = [
         ctx.Process(target=worker, args=(k, args.seconds, args.timeout, kw, out)) for k in kinds
@@ -194,10 +214,12 @@ def main(argv=None) -> int:
         doc[name] = yaml.safe_load(value)
     params.write_text(yaml.safe_dump({"memory_server": {"ros__parameters": doc}}))
     log = (tmp / "server.log").open("w")
+    server_cpus = cpu_set(args.server_cpus)
     server = subprocess.Popen(
         [sys.executable, "-m", "m3_ros.memory_server", "--ros-args", "--params-file", str(params)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None,
     )
     try:
         deadline = time.monotonic() + 300
@@ -207,7 +229,8 @@ def main(argv=None) -> int:
             time.sleep(0.2)
         print(f"memory {memory}: {mem.num_gaussians} Gaussians; {args.clients} GroundObject "
               f"clients x {args.seconds:g} s; renders {args.render_size} '{feature}' "
-              f"stride {args.render_stride}; parameters {args.param or 'default'}",
+              f"stride {args.render_stride}; parameters {args.param or 'default'}; CPUs server "
+              f"{args.server_cpus or 'any'}, clients {args.client_cpus or 'any'}",
               flush=True)  # fmt: skip
         rows = [("ground only", phase(server, args, 0, feature))]
         if args.renderers:

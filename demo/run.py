@@ -199,12 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"absent {scene.ABSENT_QUERY!r}; the walk ended at {walk_s:.1f} s")  # fmt: skip
 
         st.start("train", "TrainMemory action: extract missing features, build PSC, train M3")
-        seen = len(news.items)
+        goal_sent = time.monotonic()
         result, train_stages = train(client, args, out, stack)
+        result_in = time.monotonic()
         st.done(f"{result.message}; {result.num_gaussians} Gaussians; PSNR {result.psnr:.1f} dB")
 
         st.start("serve", "the trainer announces the better memory; the server swaps it in")
-        served = wait_served(client, news, seen, out, labels[0], stack)
+        served = wait_served(client, news, (goal_sent, result_in), out, labels[0], stack)
         better = " (the live one measured clearly better on held-out views)"
         kept = "" if served == RECORDING else better
         st.done(f"serving {served}{kept}")

@@ -138,14 +138,29 @@ def train(client, args, out: Path, stack: NodeStack) -> tuple[object, dict]:
     return result, stage_times
 
 
-def wait_served(client, news, seen: int, out: Path, query: str, stack: NodeStack) -> str:
-    """After training: the trainer's next announcement (``news``: :class:`demo.live.
-    Announcements`, ``seen`` of them before) is the trained memory, or the live one kept
-    because it measured better; wait until GroundObject answers from it. Returns its name."""
+def decided(items: list[tuple[float, str]], goal_sent: float, result_in: float) -> str | None:
+    """The trainer's announcement that follows a TrainMemory result, from ``items`` ((arrival
+    time, name) in order): the trained memory (announced under the recording's name) after
+    the goal was sent, or whatever arrived after the result came in (the live worker decides
+    after the result, and announces the live snapshot again when it keeps it). A live snapshot
+    announced while training ran is not the decision. None until there is one."""
+    for t, name in items:
+        if (name == RECORDING and t >= goal_sent) or t >= result_in:
+            return name
+    return None
+
+
+def wait_served(client, news, times: tuple[float, float], out: Path, query: str,
+                stack: NodeStack) -> str:  # fmt: skip
+    """After training (``times``: when the goal was sent and its result came in), the
+    trainer's decision (:func:`decided` over ``news``, :class:`demo.live.Announcements`): the
+    trained memory, or the live one kept because it measured clearly better; wait until
+    GroundObject answers from it. Returns its name."""
     from m3_ros.srv import GroundObject
 
-    wait_until(lambda: len(news.items) > seen, 300, stack, "the trainer's announcement")
-    name = news.items[seen][1]
+    wait_until(lambda: decided(news.items, *times) is not None, 300, stack,
+               "the trainer's announcement")  # fmt: skip
+    name = decided(news.items, *times)
     path = memory_dir(out) if name == RECORDING else memory_dir(out) / "live"
 
     def serving() -> bool:

@@ -212,3 +212,17 @@ def test_the_wide_lens_view_undistorts_back_to_the_render():
     k_render = np.array([[render.fx, 0, render.cx], [0, render.fy, render.cy], [0, 0, 1]])
     want = (k_render @ rays)[:2] / (k_render @ rays)[2]
     np.testing.assert_allclose(back[vv, uu], want.T, atol=0.1, rtol=0)
+
+
+def test_the_decision_after_training_is_not_a_live_snapshot_from_during_training():
+    """demo2 printed "serving walk.live" while the trainer had chosen the trained memory: the
+    live snapshot announced just before the goal was taken for the decision."""
+    from demo.stages import decided
+
+    goal, result = 100.0, 250.0
+    live_before = [(99.0, "walk.live"), (100.4, "walk.live")]  # the last one after the goal
+    assert decided(live_before, goal, result) is None  # nothing decided yet
+    assert decided([*live_before, (251.0, "walk")], goal, result) == "walk"
+    assert decided([*live_before, (251.0, "walk.live")], goal, result) == "walk.live"
+    # without a live worker the trained memory may be announced before the result arrives
+    assert decided([(249.5, "walk")], goal, result) == "walk"
