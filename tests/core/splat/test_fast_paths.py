@@ -163,16 +163,9 @@ def test_detach_channels_and_unchecked_values_are_validated() -> None:
 def test_compiled_kernels_release_the_gil() -> None:
     """The memory server renders in one thread while GroundObject answers in another: every
     compiled entry point (not the inlined helpers) must run without holding the GIL."""
-    from numba.core.registry import CPUDispatcher
+    from m3_core.warmup import compiled_kernels
 
-    from m3_core.splat import _numba_kernels, _numba_projection
-
-    entry = [
-        f
-        for mod in (_numba_kernels, _numba_projection)
-        for f in vars(mod).values()
-        if isinstance(f, CPUDispatcher) and f.targetoptions.get("inline", "never") == "never"
-    ]
+    entry = list(compiled_kernels().values())
     assert {f.__name__ for f in entry} >= {"composite_forward", "project_forward", "bin_tiles"}
     assert all(f.targetoptions.get("nogil") for f in entry), [f.__name__ for f in entry]
 
