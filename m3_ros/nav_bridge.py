@@ -5,7 +5,8 @@ bridge strips the verb (``m3_core.navigation.command_target``), calls the memory
 GroundObject (waiting at most ``ground_timeout`` seconds), takes the best object, computes a
 stand-off goal facing it (``m3_core.navigation``), and sends it as a Nav2 ``NavigateToPose``
 goal when that action server exists (nav2_msgs importable; ``m3_ros.nav2_goal`` reports
-the outcome), else publishes ``geometry_msgs/PoseStamped`` on ``goal_topic``. A
+the outcome), else publishes ``geometry_msgs/PoseStamped`` on ``goal_topic`` (once a subscriber has
+matched, waiting at most ``goal_wait_s``: the topic is volatile). A
 ``m3_ros/GroundedObject`` on ``~/target`` skips the grounding call. The goal keeps off the
 ground the memory says is occupied (the memory server's ``~/occupancy`` grid) and is never
 behind a wall from the object; the robot's side is taken from odometry, transformed into the
@@ -45,6 +46,7 @@ PARAMS = {
     "min_score": 0.0,
     "ground_timeout": 15.0,  # seconds to wait for the memory server's answer, in all
     "ground_retry_s": 3.0,  # a reply lost on the way (DDS under load): ask again after this
+    "goal_wait_s": 5.0,  # no subscriber on goal_topic yet (discovery): wait this long for one
 }
 
 
@@ -112,6 +114,17 @@ class NavBridge(Node):
             self.client.remove_pending_request(future)
         return None
 
+    def wait_for_goal_subscriber(self) -> bool:
+        """True once ``goal_topic`` has a matched subscriber, waiting at most ``goal_wait_s``:
+        a goal topic is volatile, so a goal published before discovery has matched the nav
+        stack's subscription (a nav stack or rviz that has just started) is never received."""
+        deadline = time.monotonic() + self.p("goal_wait_s")
+        while self.goal_pub.get_subscription_count() == 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def on_target(self, obj: GroundedObject) -> None:
         frame, want = obj.center.header.frame_id, self.p("goal_frame")
         if want and frame and frame != want:
@@ -144,8 +157,10 @@ class NavBridge(Node):
             self.nav2.send(pose, obj.label)
             via = f"Nav2 {self.p('nav2_action')}"
         else:
-            self.goal_pub.publish(pose)
             via = self.p("goal_topic")
+            if not self.wait_for_goal_subscriber():
+                via += " (nothing subscribes to it: the goal is not received)"
+            self.goal_pub.publish(pose)
         where = f"x={goal.x:.2f} y={goal.y:.2f} yaw={goal.yaw:.2f}"
         self.status(f"goal for {obj.label!r} ({obj.score:.2f}): {where} via {via}")
 

@@ -1,6 +1,7 @@
 """The nav bridge uses what the memory knows: goals keep off the occupied ground it publishes
-(a box next to a wall: the goal is on the free side, not behind the wall), and odometry in
-another frame than the object is reported (and transformed when tf2_ros is installed)."""
+(a box next to a wall: the goal is on the free side, not behind the wall), odometry in
+another frame than the object is reported (and transformed when tf2_ros is installed), and a
+goal waits for the nav stack to subscribe."""
 
 from __future__ import annotations
 
@@ -90,3 +91,29 @@ def test_odometry_in_another_frame_is_reported(spawn, client):
         assert g.x < 1.2 and g.y == pytest.approx(0.0, abs=1e-6)
     else:
         wait_for(lambda: "no transform 'map' <- 'other_odom'" in bridge.output(), 30, "tf")
+
+
+def test_a_goal_waits_for_the_nav_stack_to_subscribe(spawn, client):
+    """The goal topic is volatile: a goal published before the nav stack's subscription has
+    matched is never received. The bridge waits (goal_wait_s) for a subscriber; with none it
+    says the goal went unheard."""
+    status = client.collect(String, "/nav_bridge/status")
+    target = client.node.create_publisher(GroundedObject, "/nav_bridge/target", 10)
+    bridge = spawn("nav_bridge", {"occupancy_topic": "", "goal_wait_s": 30.0})
+    wait_for(lambda: target.get_subscription_count() > 0, 30, "target subscription", bridge)
+    target.publish(crate("odom"))
+    time.sleep(1.0)  # the target has arrived; no one subscribes to /goal_pose yet
+    assert not status
+    goals = client.collect(PoseStamped, "/goal_pose")  # the nav stack starts late
+    wait_for(lambda: goals, 30, "the goal", bridge)
+    assert goals[0].header.frame_id == "odom"
+    bridge.stop()
+    bridge.proc.wait(timeout=30)
+    wait_for(lambda: target.get_subscription_count() == 0, 30, "the first bridge to leave")
+    deaf = spawn(
+        "nav_bridge", {"occupancy_topic": "", "goal_topic": "/nobody", "goal_wait_s": 0.5}
+    )
+    wait_for(lambda: target.get_subscription_count() > 0, 30, "target subscription", deaf)
+    target.publish(crate("odom"))
+    want = "via /nobody (nothing subscribes to it: the goal is not received)"
+    wait_for(lambda: any(want in m.data for m in status), 30, "the warning", deaf)
