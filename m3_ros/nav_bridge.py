@@ -30,7 +30,13 @@ from m3_core.navigation import command_target, standoff_goal
 from m3_ros.msg import GroundedObject
 from m3_ros.nav2_goal import Nav2Goals
 from m3_ros.nav_inputs import NavInputs
-from m3_ros.node_utils import CLIENT_DEPTH, guarded_callback, run_node, service_qos
+from m3_ros.node_utils import (
+    CLIENT_DEPTH,
+    guarded_callback,
+    latched_qos,
+    run_node,
+    service_qos,
+)
 from m3_ros.srv import GroundObject
 
 PARAMS = {
@@ -63,7 +69,8 @@ class NavBridge(Node):
             qos_profile=service_qos(CLIENT_DEPTH),  # no reply lost behind other clients'
         )
         self.goal_pub = self.create_publisher(PoseStamped, self.p("goal_topic"), 10)
-        self.status_pub = self.create_publisher(String, "~/status", 10)
+        # latched: a late subscriber (an operator, a test) still reads the last outcomes
+        self.status_pub = self.create_publisher(String, "~/status", latched_qos(10))
         self.create_subscription(
             String, "~/command", guarded_callback(self, self.on_command), 10, callback_group=group
         )

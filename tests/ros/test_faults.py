@@ -26,6 +26,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from m3_core.data import load_dataset  # noqa: E402
 from m3_ros.action import TrainMemory  # noqa: E402
+from m3_ros.node_utils import latched_qos  # noqa: E402
 from m3_ros.srv import GroundObject  # noqa: E402
 from tests.ros.test_full_loop import COLLECT, frame_count, publish_walk  # noqa: E402
 from tests.ros.test_trust import result_of, send_goal  # noqa: E402
@@ -65,7 +66,7 @@ def test_each_node_killed_while_the_others_keep_working(trained_memory, spawn, c
     collector = spawn("collector", collector_params)
     bridge = spawn("nav_bridge", {"standoff_distance": 0.7, "ground_timeout": 3.0})
     goals = client.collect(PoseStamped, "/goal_pose")
-    status = client.collect(String, "/nav_bridge/status")
+    status = client.collect(String, "/nav_bridge/status", latched_qos(10))
     cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
 
     def grounds() -> bool:

@@ -20,6 +20,7 @@ from m3_core.data.synthetic import look_at_c2w  # noqa: E402
 from m3_core.navigation import standoff_goal  # noqa: E402
 from m3_core.types import Camera  # noqa: E402
 from m3_ros import convert  # noqa: E402
+from m3_ros.node_utils import latched_qos  # noqa: E402
 from m3_ros.srv import GroundObject, LoadMemory, QueryText, RenderFeatureAt  # noqa: E402
 
 GROUND = "/memory_server/ground_object"
@@ -96,7 +97,7 @@ def test_nav_bridge_publishes_a_standoff_goal(trained_memory, spawn, client):
     bridge = spawn("nav_bridge", {"standoff_distance": 0.7})
     grids = client.collect(OccupancyGrid, "/memory_server/occupancy", latched_qos(1))
     goals = client.collect(PoseStamped, "/goal_pose")
-    status = client.collect(String, "/nav_bridge/status")
+    status = client.collect(String, "/nav_bridge/status", latched_qos(10))
     cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
     wait_for(lambda: cmd.get_subscription_count() > 0, 30, "nav_bridge subscription", bridge)
     cmd.publish(String(data="Go to the table."))  # the verb is stripped before grounding
@@ -149,7 +150,7 @@ def test_nav_bridge_gives_up_on_a_server_that_never_answers(spawn, client):
 
     client.node.create_service(GroundObject, "/stuck/ground_object", stuck)
     bridge = spawn("nav_bridge", {"ground_service": "/stuck/ground_object", "ground_timeout": 1.0})
-    status = client.collect(String, "/nav_bridge/status")
+    status = client.collect(String, "/nav_bridge/status", latched_qos(10))
     cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
     wait_for(lambda: cmd.get_subscription_count() > 0, 30, "nav_bridge subscription", bridge)
     cmd.publish(String(data="go to the chair"))
@@ -208,7 +209,7 @@ def test_nav_bridge_goals_are_in_the_objects_frame_and_never_relabelled(spawn, c
     target.center.pose.position.x, target.center.pose.orientation.w = 2.0, 1.0
     target.size.x = target.size.y = target.size.z = 0.5
     goals = client.collect(PoseStamped, "/goal_pose")
-    status = client.collect(String, "/nav_bridge/status")
+    status = client.collect(String, "/nav_bridge/status", latched_qos(10))
     pub = client.node.create_publisher(GroundedObject, "/nav_bridge/target", 10)
     bridge = spawn("nav_bridge", {"standoff_distance": 0.5})
     wait_for(lambda: pub.get_subscription_count() > 0, 30, "nav_bridge subscription", bridge)

@@ -24,6 +24,7 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from m3_ros.msg import GroundedObject  # noqa: E402
+from m3_ros.node_utils import latched_qos  # noqa: E402
 
 # Succeeds the first goal, aborts the next with Nav2's TIMEOUT; prints each goal as JSON.
 FAKE_NAV2 = """
@@ -94,7 +95,7 @@ def test_nav_bridge_sends_nav2_goals_and_reports_their_outcome(
         nav2 = subprocess.Popen([sys.executable, "-c", FAKE_NAV2], stdout=out, stderr=out)
     try:
         topics = client.collect(PoseStamped, "/goal_pose")
-        status = client.collect(String, "/nav_bridge/status")
+        status = client.collect(String, "/nav_bridge/status", latched_qos(10))
         pub = client.node.create_publisher(GroundedObject, "/nav_bridge/target", 10)
         bridge = spawn("nav_bridge", {"standoff_distance": 0.5})
         wait_for(lambda: pub.get_subscription_count() > 0, 30, "nav_bridge", bridge)

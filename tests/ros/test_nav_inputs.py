@@ -71,7 +71,7 @@ def test_goal_by_a_box_next_to_a_wall_is_on_the_free_side(spawn, client):
 
 def test_odometry_in_another_frame_is_reported(spawn, client):
     goals = client.collect(PoseStamped, "/goal_pose")
-    status = client.collect(String, "/nav_bridge/status")
+    status = client.collect(String, "/nav_bridge/status", latched_qos(10))
     target = client.node.create_publisher(GroundedObject, "/nav_bridge/target", 10)
     odom_pub = client.node.create_publisher(Odometry, "/odom", 10)
     bridge = spawn("nav_bridge", {"standoff_distance": 0.5, "occupancy_topic": ""})
@@ -97,7 +97,7 @@ def test_a_goal_waits_for_the_nav_stack_to_subscribe(spawn, client):
     """The goal topic is volatile: a goal published before the nav stack's subscription has
     matched is never received. The bridge waits (goal_wait_s) for a subscriber; with none it
     says the goal went unheard."""
-    status = client.collect(String, "/nav_bridge/status")
+    status = client.collect(String, "/nav_bridge/status", latched_qos(10))
     target = client.node.create_publisher(GroundedObject, "/nav_bridge/target", 10)
     bridge = spawn("nav_bridge", {"occupancy_topic": "", "goal_wait_s": 30.0})
     wait_for(lambda: target.get_subscription_count() > 0, 30, "target subscription", bridge)
