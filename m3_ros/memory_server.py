@@ -26,7 +26,7 @@ from m3_ros import convert, markers
 from m3_ros import memory_services as answers
 from m3_ros.lifecycle_utils import Interfaces, lifecycle_state, require_active
 from m3_ros.memory_delivery import MemoryInbox, load_served
-from m3_ros.node_utils import declare_params, guarded_service, run_node
+from m3_ros.node_utils import CLIENT_DEPTH, declare_params, guarded_service, run_node
 from m3_ros.render_thread import RenderThread
 from m3_ros.srv import GroundObject, LoadMemory, QueryText, RenderFeatureAt
 
@@ -95,7 +95,9 @@ class MemoryServer(LifecycleNode):
                 self,
                 [
                     (QueryText, "~/query_text", self.on_query, fast),
-                    (GroundObject, "~/ground_object", self.on_ground, fast),
+                    # small replies: the writer keeps as many as a client queues (CLIENT_DEPTH),
+                    # so a reply whose first delivery a starved client missed is re-sent
+                    (GroundObject, "~/ground_object", self.on_ground, fast, CLIENT_DEPTH),
                     # up to max_render_bytes each: few queued (one render runs at a time)
                     (RenderFeatureAt, "~/render_feature_at", self.on_render, Exclusive(), 8),
                     (LoadMemory, "~/load_memory", self.on_load, self.loads),

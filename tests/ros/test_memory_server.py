@@ -148,7 +148,11 @@ def test_nav_bridge_gives_up_on_a_server_that_never_answers(spawn, client):
         release.wait(20)
         return res
 
-    client.node.create_service(GroundObject, "/stuck/ground_object", stuck)
+    from rclpy.callback_groups import ReentrantCallbackGroup
+
+    # its own group: the stuck reply must not hold up the status subscription's callbacks
+    group = ReentrantCallbackGroup()
+    client.node.create_service(GroundObject, "/stuck/ground_object", stuck, callback_group=group)
     bridge = spawn("nav_bridge", {"ground_service": "/stuck/ground_object", "ground_timeout": 1.0})
     status = client.collect(String, "/nav_bridge/status", latched_qos(10))
     cmd = client.node.create_publisher(String, "/nav_bridge/command", 10)
