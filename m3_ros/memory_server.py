@@ -6,13 +6,16 @@ memories from the trainer (``m3_ros.memory_delivery``); on_deactivate stops that
 and on_shutdown free everything. Every callback checks the state: only an active server
 answers, and an unconfigured or finalized one has no services at all. ``autostart`` drives
 configure + activate (else a lifecycle manager does). Fast queries run in a reentrant group,
-renders in their own mutually exclusive group, loads in another, so a render never blocks a
-GroundObject; renders run on a nicer thread (``m3_ros.render_thread``), so that on busy cores
-GroundObject comes first. Answers (``m3_ros.memory_services``) and markers / cloud are in the
+renders in their own, loads in a mutually exclusive one, so a render never blocks a
+GroundObject; renders run one at a time on a nicer thread (``m3_ros.render_thread``), so that
+on busy cores GroundObject comes first, and one past ``max_pending_renders`` is refused at once
+(busy) rather than queued. Answers (``m3_ros.memory_services``) and markers / cloud are in the
 memory's world frame. Limits and trusted folders are read-only parameters.
 """
 
 from __future__ import annotations
+
+import time
 
 from nav_msgs.msg import OccupancyGrid
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup as Exclusive
@@ -45,6 +48,7 @@ PARAMS = {
     "request_time_budget_s": 10.0,  # a render stops (success=false) past this
     "render_threads": 1,  # kernel threads a render may use (0: all); other cores answer ground
     "render_nice": 10,  # renders run on one thread this much nicer (0-19): ground comes first
+    "max_pending_renders": 2,  # renders running or waiting; one more is refused at once (busy)
     "cloud_max_points": 50_000,  # also the most points a QueryText may ask for
     "occupancy_resolution": 0.1,  # ~/occupancy: cells with opaque Gaussians between these
     "occupancy_min_height": 0.1,  # heights above the floor are occupied (the nav bridge
@@ -61,7 +65,7 @@ PARAMS = {
 }
 READ_ONLY = (
     *("max_results", "max_render_pixels", "max_render_bytes", "request_time_budget_s"),
-    *("render_threads", "render_nice"),
+    *("render_threads", "render_nice", "max_pending_renders"),
     *("cloud_max_points", "accept_memories_from", "memories_dir", "load_roots"),
     "executor_threads",
 )
@@ -85,10 +89,11 @@ class MemoryServer(LifecycleNode):
 
     # -- lifecycle --------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        fast, self.loads = ReentrantCallbackGroup(), Exclusive()
+        fast, renders, self.loads = ReentrantCallbackGroup(), ReentrantCallbackGroup(), Exclusive()
         try:
             self.settings = answers.ServeSettings.from_params(self.p)
-            self.renders = RenderThread(self.settings.render_nice, self.settings.render_threads)
+            s = self.settings
+            self.renders = RenderThread(s.render_nice, s.render_threads, s.max_pending_renders)
             if self.renders.niced is False:
                 self.get_logger().warning("renders run at normal priority (no per-thread nice)")
             self.iface = Interfaces(
@@ -99,7 +104,8 @@ class MemoryServer(LifecycleNode):
                     # so a reply whose first delivery a starved client missed is re-sent
                     (GroundObject, "~/ground_object", self.on_ground, fast, CLIENT_DEPTH),
                     # up to max_render_bytes each: few queued (one render runs at a time)
-                    (RenderFeatureAt, "~/render_feature_at", self.on_render, Exclusive(), 8),
+                    # reentrant: a render past max_pending_renders is refused while others run
+                    (RenderFeatureAt, "~/render_feature_at", self.on_render, renders, 8),
                     (LoadMemory, "~/load_memory", self.on_load, self.loads),
                 ],
                 {
@@ -199,11 +205,12 @@ class MemoryServer(LifecycleNode):
 
     @guarded_service
     def on_render(self, req: RenderFeatureAt.Request, res: RenderFeatureAt.Response):
+        received = time.monotonic()
         (served, s), stamp = self.ready(), self.get_clock().now().to_msg()
         renders = self.renders  # the nicer render thread; this executor thread just waits
         if renders is None:
             raise InvalidInputError("the server is being cleaned up")
-        return renders.run(answers.render, served, req, res, s, stamp)
+        return renders.run(answers.render, served, req, res, s, stamp, received)
 
 
 def main(args: list[str] | None = None) -> int:

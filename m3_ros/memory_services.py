@@ -31,6 +31,7 @@ class ServeSettings:
     request_time_budget_s: float = 10.0
     render_threads: int = 1  # compiled-kernel threads one render may use (0: all)
     render_nice: int = 10  # the render thread's nice increment (0-19)
+    max_pending_renders: int = 2  # renders in flight (running or waiting); more: busy at once
     cloud_color: str = "rgb"
     cloud_max_points: int = 50_000
 
@@ -39,7 +40,13 @@ class ServeSettings:
         s = cls(**{f.name: p(f.name) for f in fields(cls)})
         if not 0.0 <= s.min_score <= 1.0:
             raise InvalidInputError(f"min_score must be in [0, 1], got {s.min_score}")
-        for name in ("max_results", "max_render_pixels", "max_render_bytes", "cloud_max_points"):
+        for name in (
+            "max_results",
+            "max_render_pixels",
+            "max_render_bytes",
+            "max_pending_renders",
+            "cloud_max_points",
+        ):
             if getattr(s, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(s, name)}")
         if s.render_threads < 0:
@@ -76,10 +83,12 @@ def memory_frame(memory, wanted: str) -> str:
 
 
 class Budget:
-    """A request's time budget: ``check(stage)`` raises once ``seconds`` have passed."""
+    """A request's time budget: ``check(stage)`` raises once ``seconds`` have passed since
+    ``start`` (a ``time.monotonic()``; default now)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.start = seconds, time.monotonic()
+    def __init__(self, seconds: float, start: float | None = None) -> None:
+        self.seconds = seconds
+        self.start = time.monotonic() if start is None else start
 
     def check(self, stage: str) -> None:
         spent = time.monotonic() - self.start
@@ -171,11 +180,13 @@ def render_plan(memory, req, frame: str, s: ServeSettings):
     return camera, names, k
 
 
-def render(served: Served, req, res, s: ServeSettings, stamp):
-    """RenderFeatureAt: rgb / depth / feature maps at the requested camera."""
+def render(served: Served, req, res, s: ServeSettings, stamp, received: float | None = None):
+    """RenderFeatureAt: rgb / depth / feature maps at the requested camera. The time budget
+    runs from ``received`` (a ``time.monotonic()``: the wait for the render thread counts)."""
     from m3_core.memory.render import render_memory
 
-    budget = Budget(s.request_time_budget_s)
+    budget = Budget(s.request_time_budget_s, received)
+    budget.check("start")
     memory = served.predictor.memory
     camera, names, k = render_plan(memory, req, served.frame, s)
     decode = req.feature_mode == RenderFeatureAt.Request.FEATURES_DECODED

@@ -100,7 +100,7 @@ def test_limits_are_read_only_and_renders_are_bounded(trained_memory, spawn, cli
     wait_for(lambda: ground(client).success, 90, "the server", server)
 
     value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=10**9)
-    for name in ("max_render_pixels", "max_render_bytes", "max_results"):
+    for name in ("max_render_pixels", "max_render_bytes", "max_results", "max_pending_renders"):
         req = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
         res = client.call(SetParameters, "/memory_server/set_parameters", req)
         assert not res.results[0].successful and "read-only" in res.results[0].reason, name
@@ -135,4 +135,39 @@ def test_limits_are_read_only_and_renders_are_bounded(trained_memory, spawn, cli
     with torch.no_grad():
         decoded = mem.decode("labels", torch.from_numpy(queries.copy())).numpy()
     np.testing.assert_allclose(decoded, dense, rtol=1e-4, atol=1e-5)
+    assert server.alive()
+
+
+def test_renders_past_max_pending_are_refused_at_once(trained_memory, spawn, client):
+    """One render in flight at most: renders sent while it runs are answered 'busy' at once
+    (not queued behind it), every request gets an answer, and GroundObject is unaffected."""
+    import time
+
+    from m3_ros.node_utils import CLIENT_DEPTH, service_qos
+
+    memory, _ = trained_memory
+    server = spawn("memory_server", {"memory_path": str(memory), "max_pending_renders": 1})
+    wait_for(lambda: ground(client).success, 90, "the server", server)
+    render = client.node.create_client(RenderFeatureAt, RENDER, qos_profile=service_qos(8))
+    grounder = client.node.create_client(
+        GroundObject, GROUND, qos_profile=service_qos(CLIENT_DEPTH)
+    )
+    assert render.wait_for_service(timeout_sec=30)
+    slow = render_request(1024, 768)  # a second or more on one kernel thread
+    futures = [render.call_async(slow)]
+    time.sleep(0.3)  # the first is running
+    futures += [render.call_async(render_request(64, 48)) for _ in range(3)]
+    ground_future = grounder.call_async(GroundObject.Request(text="chair"))
+    deadline = time.monotonic() + 120
+    while not all(f.done() for f in [*futures, ground_future]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert all(f.done() for f in futures), "a render request got no answer"
+    first, *rest = (f.result() for f in futures)
+    assert first.success, first.message
+    busy = [r for r in rest if not r.success]
+    assert busy and all("busy: 1 renders in flight" in r.message for r in busy), [
+        r.message for r in rest
+    ]
+    assert ground_future.result().success
+    assert client.call(RenderFeatureAt, RENDER, render_request(64, 48)).success
     assert server.alive()
