@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from m3_ros.cpus import cpu_set
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,15 +73,6 @@ def small_memory() -> Path:
     cfg = tiny_config(iterations=200, init_points=4000, refine_every=50)
     Trainer(load_dataset(root / "scene"), cfg, root / "memory").run()
     return root / "memory"
-
-
-def cpu_set(text: str) -> set[int]:
-    """ "0,2-3" -> {0, 2, 3}; "" -> empty (no pinning)."""
-    cpus: set[int] = set()
-    for part in filter(None, text.split(",")):
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return cpus
 
 
 def worker(kind: str, seconds: float, timeout: float, args: dict, out: mp.Queue) -> None:

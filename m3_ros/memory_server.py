@@ -27,6 +27,7 @@ from visualization_msgs.msg import MarkerArray
 from m3_core.errors import InvalidInputError, M3Error
 from m3_ros import convert, markers
 from m3_ros import memory_services as answers
+from m3_ros.cpus import cpu_set, pin_process
 from m3_ros.lifecycle_utils import Interfaces, lifecycle_state, require_active
 from m3_ros.memory_delivery import MemoryInbox, load_served
 from m3_ros.node_utils import CLIENT_DEPTH, declare_params, guarded_service, run_node
@@ -62,12 +63,13 @@ PARAMS = {
     "load_roots": ["memories"],  # LoadMemory / in-place loads only from these (+ memories_dir)
     "shared_filesystem": True,  # load the trainer's folder in place when visible here
     "executor_threads": 6,
+    "cpus": "",  # run on these CPUs only, e.g. "0" (a core of its own: GroundObject p99)
 }
 READ_ONLY = (
     *("max_results", "max_render_pixels", "max_render_bytes", "request_time_budget_s"),
     *("render_threads", "render_nice", "max_pending_renders"),
     *("cloud_max_points", "accept_memories_from", "memories_dir", "load_roots"),
-    "executor_threads",
+    *("executor_threads", "cpus"),
 )
 
 
@@ -92,6 +94,7 @@ class MemoryServer(LifecycleNode):
         fast, renders, self.loads = ReentrantCallbackGroup(), ReentrantCallbackGroup(), Exclusive()
         try:
             self.settings = answers.ServeSettings.from_params(self.p)
+            pin_process(cpu_set(self.p("cpus")))  # threads started later inherit it
             s = self.settings
             self.renders = RenderThread(s.render_nice, s.render_threads, s.max_pending_renders)
             if self.renders.niced is False:

@@ -32,6 +32,7 @@ from rclpy.node import Node
 
 from m3_core.errors import M3Error
 from m3_ros.action import TrainMemory
+from m3_ros.cpus import cpu_set, pin_process
 from m3_ros.keyframe_io import KeyframeReceiver
 from m3_ros.memory_delivery import archive_msg, memory_publisher
 from m3_ros.msg import Keyframe
@@ -57,6 +58,7 @@ PARAMS = {
     "live_publish_idle_s": 3.0,  # ... or this long after the stream pauses
     "live_features": [""],  # [""]: the trainer's features (name[:channels[:threshold]])
     "feedback_hz": 10.0,  # TrainMemory feedback at most this often (and at every new stage)
+    "cpus": "",  # run on these CPUs only, e.g. "1-3" (keep the memory server's core free)
 }
 
 
@@ -64,7 +66,8 @@ class Trainer(Node):
     def __init__(self) -> None:
         super().__init__("trainer")
         trusted = ("recordings_dir", "dataset_roots", "memories_dir")  # no peer may move them
-        declare_params(self, PARAMS, read_only=trusted)
+        declare_params(self, PARAMS, read_only=(*trusted, "cpus"))
+        pin_process(cpu_set(self.p("cpus")))  # bad text: exit 2 with one line
         self.busy = threading.Lock()  # taken when a goal is accepted, released when it ends
         self.receiver = KeyframeReceiver(self.p("recordings_dir"), self.get_logger())
         self.live = self._live_worker() if self.p("live") else None
