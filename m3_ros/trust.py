@@ -5,25 +5,20 @@ roots once resolved (symlinks and ``..`` included). Every node checks with these
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from m3_core.errors import InvalidInputError
+from m3_core.names import SAFE_NAME, check_name
 
-# recording ids, memory folder names, archive names: a file name, not a path
-SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# recording ids, memory folder names, archive names: a file name, not a path (one rule)
+SAFE_ID = SAFE_NAME
 
 
 def check_id(value: str, what: str = "id") -> str:
-    """``value`` when it is a safe single file name (``SAFE_ID``, not "." or ".."), else
+    """``value`` when it is a safe single file name (``m3_core.names.SAFE_NAME``), else
     InvalidInputError naming ``what``."""
-    if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or value in {".", ".."}:
-        shown = value if len(str(value)) <= 80 else f"{str(value)[:80]}..."
-        raise InvalidInputError(
-            f"bad {what} {shown!r}: use letters, digits, '_', '.', '-' (at most 128, no path)"
-        )
-    return value
+    return check_name(value, what)
 
 
 def resolved_roots(roots: Iterable[str | Path]) -> list[Path]:

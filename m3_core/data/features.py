@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -34,14 +33,7 @@ import torch
 
 from m3_core.errors import InvalidInputError
 from m3_core.io import atomic_write_bytes, atomic_write_text
-
-_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-def _check_name(s: str, what: str) -> str:
-    if not isinstance(s, str) or not _SAFE.match(s):
-        raise InvalidInputError(f"bad {what} {s!r} (letters, digits, _ . - only)")
-    return s
+from m3_core.names import check_name
 
 
 def list_feature_names(dataset_root: str | Path) -> list[str]:
@@ -60,12 +52,12 @@ class FeatureStore:
     """The feature maps of one model (``<dataset root>/features/<name>/``); see module doc."""
 
     def __init__(self, root: str | Path, name: str) -> None:
-        self.name = _check_name(name, "feature name")
+        self.name = check_name(name, "feature name")
         self.dir = Path(root) / "features" / name
         self._dim: int | None = None
 
     def path(self, stem: str) -> Path:
-        return self.dir / f"{_check_name(stem, 'image stem')}.npy"
+        return self.dir / f"{check_name(stem, 'image stem')}.npy"
 
     def exists(self, stem: str) -> bool:
         return self.path(stem).is_file()

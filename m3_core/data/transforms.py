@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,10 @@ from m3_core.data.split import split_indices
 from m3_core.data.undistort import LensModel, RectifierCache
 from m3_core.errors import InvalidInputError
 from m3_core.io import atomic_path, atomic_write_bytes, atomic_write_text
+from m3_core.names import check_name
 from m3_core.types import Camera, opencv_to_opengl, opengl_to_opencv
 
 _REFUSED_MODELS = ("FISHEYE", "EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def _num(d: dict, g: dict, key: str, where: str, default: float | None = None) -> float:
@@ -297,8 +296,7 @@ class TransformsWriter:
         c2w_gl = opencv_to_opengl(camera.c2w.detach().cpu().to(torch.float64))
         with self._lock:
             name = self.next_name() if name is None else name
-            if not _NAME_RE.match(name):
-                raise InvalidInputError(f"bad frame name {name!r} (letters, digits, _ . - only)")
+            check_name(name, "frame name")
             if name in self._names:
                 raise InvalidInputError(f"a frame named {name!r} already exists in {self.root}")
             have = self._meta.get("world_frame", "")
