@@ -2,7 +2,7 @@
 
 The trainer publishes each finished memory (reliable, transient-local, depth 1) on
 ``/trainer/memory``; a memory server on any host receives it, even one that starts or restarts
-later. An archive is untrusted: its name must be a plain ``SAFE_ID``; its sender must be one
+later. An archive is untrusted: its name must be a plain ``SAFE_NAME``; its sender must be one
 of ``accept_memories_from`` when that is set; the trainer's folder (``source_path``) is loaded
 in place only when it lies inside the server's trusted roots and holds the announced memory;
 otherwise the archive is unpacked into ``memories_dir/<name>`` (verified, atomic;

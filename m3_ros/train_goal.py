@@ -22,11 +22,11 @@ def resolve_goal(goal: TrainMemory.Goal, p: Callable[[str], object], log=None):
     that ``train_memory`` sizes to the device and the dataset (``TrainConfig.sized_for``).
 
     A goal arrives over DDS, so nothing in it is trusted: ``recording_id`` must be a plain
-    ``SAFE_ID``; ``dataset_path`` is used only when it exists inside ``recordings_dir`` or one
-    of ``dataset_roots`` (else the streamed ``recordings_dir/<recording_id>``, or a refusal);
-    ``output_path`` must lie inside ``memories_dir``. The default output is
-    ``memories_dir/<recording>``: one memory per recording, so a re-sent goal resumes and an
-    incremental one grows it."""
+    name (``m3_core.names.SAFE_NAME``); ``dataset_path`` is used only when it exists inside
+    ``recordings_dir`` or one of ``dataset_roots`` (else the streamed
+    ``recordings_dir/<recording_id>``, or a refusal); ``output_path`` must lie inside
+    ``memories_dir``. The default output is ``memories_dir/<recording>``: one memory per
+    recording, so a re-sent goal resumes and an incremental one grows it."""
     from m3_core.train import FeatureSpec, TrainConfig
 
     recordings = Path(p("recordings_dir")).expanduser()

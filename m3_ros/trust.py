@@ -1,6 +1,7 @@
 """Trust boundaries: what arrives over DDS (goals, archives, service requests, topics) is
-untrusted. Names must match the one ``SAFE_ID`` pattern; paths must lie inside configured
-roots once resolved (symlinks and ``..`` included). Every node checks with these two functions.
+untrusted. Names must match the one ``m3_core.names.SAFE_NAME`` rule; paths must lie inside
+configured roots once resolved (symlinks and ``..`` included). Every node checks with these
+two functions.
 """
 
 from __future__ import annotations
@@ -9,10 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from m3_core.errors import InvalidInputError
-from m3_core.names import SAFE_NAME, check_name
-
-# recording ids, memory folder names, archive names: a file name, not a path (one rule)
-SAFE_ID = SAFE_NAME
+from m3_core.names import check_name
 
 
 def check_id(value: str, what: str = "id") -> str:
