@@ -52,8 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--server-cpus",
         default="",
         metavar="LIST",
-        help="pin the server to these CPUs, e.g. 0 (Linux); with --client-cpus 1 the "
-        "clients stop competing with it, as on a robot whose clients run elsewhere",
+        help="pin the server to these CPUs, e.g. 0 (its cpus parameter; Linux); with "
+        "--client-cpus 1 the clients stop competing with it, as on a robot whose clients run "
+        "elsewhere",
     )
     ap.add_argument("--client-cpus", default="", metavar="LIST", help="pin the clients, e.g. 1")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -202,17 +203,17 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="m3_bench_server_"))
     params = tmp / "params.yaml"
     doc = {"memory_path": str(memory), "device": "cpu", "max_render_bytes": 2_000_000_000}
+    if args.server_cpus:
+        doc["cpus"] = ",".join(map(str, sorted(cpu_set(args.server_cpus))))  # its own parameter
     for item in args.param:
         name, _, value = item.partition("=")
         doc[name] = yaml.safe_load(value)
     params.write_text(yaml.safe_dump({"memory_server": {"ros__parameters": doc}}))
     log = (tmp / "server.log").open("w")
-    server_cpus = cpu_set(args.server_cpus)
     server = subprocess.Popen(
         [sys.executable, "-m", "m3_ros.memory_server", "--ros-args", "--params-file", str(params)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=(lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None,
     )
     try:
         deadline = time.monotonic() + 300
