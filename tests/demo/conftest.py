@@ -51,7 +51,6 @@ class BackgroundDemo:
         except subprocess.TimeoutExpired:
             self.kill()
             code = -1
-        self.log.flush()
         return code, (self.root / "output.log").read_text()
 
     def kill(self) -> None:
